@@ -1,0 +1,170 @@
+//! Cost of delivering one tick to n subscribers in process, per recipient:
+//! tickcast's `Fanout::dispatch` (encode once, push the shared frame to
+//! every subscriber's outbox) beside a naive per-connection server (a
+//! `tokio::sync::broadcast` channel whose every receiver serializes its
+//! own JSON with serde_json and frames it).
+//!
+//! Criterion prints time per tick and, with `Throughput::Elements(n)`,
+//! recipients per second; ns per recipient is the time divided by n.
+//! Outboxes are drained outside the measured time so their queues stay
+//! short, and their byte limit is far above what one tick queues, so
+//! nothing conflates.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use tickcast::fanout::{Command, Fanout};
+use tickcast::feed::sim::Simulator;
+use tickcast::feed::symbols::universe;
+use tickcast::protocol::frame::text_frame;
+use tickcast::session::outbox::{Outbox, OutboxLimits};
+use tickcast::stats::Stats;
+use tickcast::tick::{SymbolTable, Tick};
+
+/// Subscriber counts measured.
+const RECIPIENTS: [usize; 3] = [1_000, 10_000, 100_000];
+
+/// The naive baseline stops here: at 100,000 receivers one iteration costs
+/// tens of milliseconds and the per-recipient figure no longer changes, so
+/// it would only make the run long.
+const BASELINE_MAX_RECIPIENTS: usize = 10_000;
+
+/// Distinct ticks cycled through (all moved onto symbol 0, which every
+/// subscriber follows).
+const TICKS: usize = 1024;
+
+/// The same message as `tick_frame` writes, as a per-connection server
+/// would declare it.
+#[derive(Serialize)]
+struct TickMsg<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sym: &'a str,
+    seq: u64,
+    px: f64,
+    bid: f64,
+    ask: f64,
+    size: u32,
+    ts: u64,
+}
+
+fn ticks() -> (Vec<Tick>, Arc<SymbolTable>) {
+    let specs = universe(100);
+    let mut sim = Simulator::new(&specs, 1000.0, 7);
+    let ticks = (0..TICKS as u64)
+        .map(|i| Tick {
+            symbol: 0,
+            ..sim.next_tick(1_732_250_000_000_000_000 + i * 1_000_000)
+        })
+        .collect();
+    let table = Arc::new(SymbolTable::new(specs.into_iter().map(|s| s.name)));
+    (ticks, table)
+}
+
+/// A fan-out with `n` connections subscribed to symbol 0, their
+/// `subscribed` replies already drained.
+fn fanout_with(n: usize, symbols: &Arc<SymbolTable>) -> (Fanout, Vec<Arc<Outbox>>) {
+    let (mut fanout, _handle, _commands) = Fanout::new(symbols.clone(), Arc::new(Stats::default()));
+    let limits = OutboxLimits {
+        // Far above one tick frame: nothing conflates between drains.
+        max_bytes: 1 << 30,
+        slow_consumer_timeout: Duration::from_secs(3600),
+    };
+    let mut outboxes = Vec::with_capacity(n);
+    for conn in 0..n as u64 {
+        let outbox = Arc::new(Outbox::new(limits));
+        fanout.apply(Command::Attach {
+            conn,
+            outbox: outbox.clone(),
+        });
+        fanout.apply(Command::Subscribe {
+            conn,
+            all: false,
+            added: vec![0],
+        });
+        outboxes.push(outbox);
+    }
+    drain(&outboxes);
+    (fanout, outboxes)
+}
+
+fn drain(outboxes: &[Arc<Outbox>]) {
+    let mut batch = VecDeque::new();
+    for outbox in outboxes {
+        outbox.take(&mut batch);
+        batch.clear();
+    }
+}
+
+fn fanout(c: &mut Criterion) {
+    let (ticks, symbols) = ticks();
+    let mut group = c.benchmark_group("fanout");
+
+    for n in RECIPIENTS {
+        group.throughput(Throughput::Elements(n as u64));
+
+        let (mut fanout, outboxes) = fanout_with(n, &symbols);
+        let mut i = 0;
+        group.bench_with_input(BenchmarkId::new("dispatch", n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let mut measured = Duration::ZERO;
+                for _ in 0..iters {
+                    let tick = &ticks[i % TICKS];
+                    i += 1;
+                    let start = Instant::now();
+                    fanout.dispatch(black_box(tick), start);
+                    measured += start.elapsed();
+                    drain(&outboxes);
+                }
+                measured
+            })
+        });
+        drop((fanout, outboxes));
+
+        if n > BASELINE_MAX_RECIPIENTS {
+            continue;
+        }
+        let (sender, _) = broadcast::channel::<Tick>(16);
+        let mut receivers: Vec<_> = (0..n).map(|_| sender.subscribe()).collect();
+        let name = symbols.name(0);
+        let mut i = 0;
+        group.bench_with_input(BenchmarkId::new("broadcast_serde_naive", n), &n, |b, _| {
+            b.iter(|| {
+                let tick = ticks[i % TICKS];
+                i += 1;
+                sender.send(tick).expect("receivers are alive");
+                for receiver in &mut receivers {
+                    let tick = receiver.try_recv().expect("one tick per receiver");
+                    let json = serde_json::to_string(&TickMsg {
+                        kind: "tick",
+                        sym: name,
+                        seq: tick.seq,
+                        px: tick.px,
+                        bid: tick.bid,
+                        ask: tick.ask,
+                        size: tick.size,
+                        ts: tick.ts,
+                    })
+                    .expect("serializing to memory cannot fail");
+                    black_box(text_frame(json.as_bytes()));
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = fanout
+}
+criterion_main!(benches);

@@ -1,0 +1,106 @@
+//! Cost of turning one tick into a WebSocket frame: tickcast's hand-written
+//! encoder (`fanout::encode::tick_frame`, run once per tick) beside the
+//! naive path a per-connection server runs for every recipient (serde_json
+//! of a derived struct, then a frame around the string).
+//!
+//! Both run over the same realistic ticks from the built-in simulator, so
+//! the ratio of the two medians is what "serialize once" saves per
+//! recipient.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use serde::Serialize;
+
+use tickcast::fanout::encode::{tick_frame, TickKind};
+use tickcast::feed::sim::Simulator;
+use tickcast::feed::symbols::{universe, SymbolSpec};
+use tickcast::protocol::frame::text_frame;
+use tickcast::tick::Tick;
+
+/// Distinct ticks cycled through, so branch predictors and caches see
+/// varied symbols, prices and sizes rather than one repeated value.
+const TICKS: usize = 4096;
+
+/// The same message as `tick_frame` writes, the way a per-connection
+/// server would declare it.
+#[derive(Serialize)]
+struct TickMsg<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sym: &'a str,
+    seq: u64,
+    px: f64,
+    bid: f64,
+    ask: f64,
+    size: u32,
+    ts: u64,
+}
+
+/// The naive path: serialize to a `String`, then copy it into a frame.
+fn naive_frame(name: &str, tick: &Tick) -> bytes::Bytes {
+    let json = serde_json::to_string(&TickMsg {
+        kind: "tick",
+        sym: name,
+        seq: tick.seq,
+        px: tick.px,
+        bid: tick.bid,
+        ask: tick.ask,
+        size: tick.size,
+        ts: tick.ts,
+    })
+    .expect("serializing to memory cannot fail");
+    text_frame(json.as_bytes())
+}
+
+fn ticks(specs: &[SymbolSpec]) -> Vec<Tick> {
+    let mut sim = Simulator::new(specs, 1000.0, 7);
+    (0..TICKS as u64)
+        .map(|i| sim.next_tick(1_732_250_000_000_000_000 + i * 1_000_000))
+        .collect()
+}
+
+fn serialize(c: &mut Criterion) {
+    let specs = universe(100);
+    let ticks = ticks(&specs);
+    let name = |tick: &Tick| specs[tick.symbol as usize].name.as_str();
+
+    // Same bytes on the wire, or the comparison means nothing.
+    for tick in &ticks[..64] {
+        assert_eq!(
+            tick_frame(TickKind::Tick, name(tick), tick),
+            naive_frame(name(tick), tick)
+        );
+    }
+
+    let mut group = c.benchmark_group("serialize");
+    group.throughput(Throughput::Elements(1));
+
+    let mut i = 0;
+    group.bench_function("tick_frame", |b| {
+        b.iter(|| {
+            let tick = &ticks[i % TICKS];
+            i += 1;
+            black_box(tick_frame(TickKind::Tick, name(tick), black_box(tick)))
+        })
+    });
+
+    let mut i = 0;
+    group.bench_function("serde_json_naive", |b| {
+        b.iter(|| {
+            let tick = &ticks[i % TICKS];
+            i += 1;
+            black_box(naive_frame(name(tick), black_box(tick)))
+        })
+    });
+
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3));
+    targets = serialize
+}
+criterion_main!(benches);

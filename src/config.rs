@@ -1,0 +1,110 @@
+//! `Config`: every command-line flag, each also settable from a
+//! `TICKCAST_…` environment variable, with its default and what happens
+//! when a limit is hit.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// tickcast: a market-data ticker fan-out server.
+///
+/// Serves a live tick stream over WebSocket at /ws (JSON protocol v1, see
+/// docs/PROTOCOL.md), fed by a built-in price simulator.
+#[derive(Clone, Debug, Parser)]
+#[command(version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "TICKCAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Number of symbols the simulator trades: real US tickers first, then
+    /// generated names.
+    #[arg(long, env = "TICKCAST_SYMBOLS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub symbols: u32,
+
+    /// Total ticks per second across all symbols.
+    #[arg(long, env = "TICKCAST_RATE", default_value_t = 1000.0, value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Seed of the simulator: the same seed gives the same tick stream.
+    #[arg(long, env = "TICKCAST_SEED", default_value_t = 1)]
+    pub seed: u64,
+
+    /// Ticks the ring holds (rounded up to a power of two). A fan-out that
+    /// falls this far behind the feed loses ticks, counted and logged.
+    #[arg(long, env = "TICKCAST_RING_CAPACITY", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(2..=(1 << 26)))]
+    pub ring_capacity: u32,
+
+    /// Queued tick bytes per connection before its ticks are conflated
+    /// (only the newest tick per symbol kept).
+    #[arg(long, env = "TICKCAST_MAX_OUTBOX_BYTES", default_value_t = 256 * 1024)]
+    pub max_outbox_bytes: usize,
+
+    /// Seconds a connection may stay behind (conflating without catching
+    /// up) before it is closed with 1008 "slow consumer".
+    #[arg(long, env = "TICKCAST_SLOW_CONSUMER_TIMEOUT", default_value = "15", value_parser = parse_seconds)]
+    pub slow_consumer_timeout: Duration,
+
+    /// Most symbols one connection may subscribe to by name ("*" is always
+    /// allowed). Past it a subscribe gets a `too_many_symbols` error.
+    #[arg(long, env = "TICKCAST_MAX_SUBSCRIPTIONS", default_value_t = 10_000)]
+    pub max_subscriptions: usize,
+
+    /// Largest client message in bytes, all fragments together; larger
+    /// ones close the connection with 1009.
+    #[arg(long, env = "TICKCAST_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: u64,
+}
+
+impl Config {
+    /// The configuration with no flags given (`TICKCAST_…` variables still
+    /// apply).
+    pub fn defaults() -> Self {
+        Config::parse_from(["tickcast"])
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of ticks per second"))?;
+    if !(rate > 0.0 && rate <= 50_000_000.0) {
+        return Err(format!(
+            "{rate} ticks per second is out of range: give a rate above 0 and at most 50000000"
+        ));
+    }
+    Ok(rate)
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let seconds: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{s:?} is not a valid number of seconds (give e.g. 15 or 0.5)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let config = Config::defaults();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.symbols, 100);
+        assert_eq!(config.rate, 1000.0);
+        assert_eq!(config.max_message_bytes, 65_536);
+    }
+
+    #[test]
+    fn bad_values_say_what_to_give() {
+        let err = Config::try_parse_from(["tickcast", "--rate", "0"]).unwrap_err();
+        assert!(err.to_string().contains("give a rate above 0"), "{err}");
+        let err = Config::try_parse_from(["tickcast", "--symbols", "0"]).unwrap_err();
+        assert!(err.to_string().contains("1..=1000000"), "{err}");
+    }
+}

@@ -1,0 +1,257 @@
+//! Stage 3 of the data path: read the `ring`, serialize each tick once,
+//! hand the frame to every subscriber's `outbox`.
+//!
+//! One task owns the [`SubscriberIndex`] and the last tick of every symbol,
+//! so the per-tick path takes no lock shared between connections: for each
+//! tick it encodes one frame ([`encode::tick_frame`]) and pushes that same
+//! reference-counted buffer to the tick's own subscribers (a queue push
+//! and, when the outbox was empty, a wake-up of its writer).
+//!
+//! Sessions change subscriptions by sending [`Command`]s over a bounded
+//! channel. The fan-out applies them between ticks and queues the
+//! `subscribed` reply and the snapshots itself, which is what guarantees a
+//! client its snapshot before any tick of a symbol and every later tick in
+//! order.
+//!
+//! If the fan-out falls a whole ring behind the feed, the ring says how
+//! many ticks were lost; they are counted in [`Stats::ring_lagged`] and
+//! logged, and clients see the `seq` gap.
+
+pub mod encode;
+pub mod index;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::frame::close_frame;
+use crate::protocol::ServerMsg;
+use crate::ring::{Cursor, Read};
+use crate::session::outbox::{Outbox, Pushed};
+use crate::stats::Stats;
+use crate::tick::{SymbolId, SymbolTable, Tick};
+use encode::{tick_frame, TickKind};
+use index::SubscriberIndex;
+
+/// Identifies one WebSocket connection for the server's lifetime.
+pub type ConnId = u64;
+
+/// Ticks handled per pass before the fan-out looks at commands again and
+/// lets other tasks run.
+const BATCH: usize = 1024;
+
+/// Capacity of the command channel; a session waits when it is full.
+pub const COMMAND_CAPACITY: usize = 4096;
+
+/// A change requested by a session, applied in order with the ticks.
+#[derive(Debug)]
+pub enum Command {
+    /// A new connection.
+    Attach {
+        /// The connection.
+        conn: ConnId,
+        /// Where its output goes.
+        outbox: Arc<Outbox>,
+    },
+    /// Subscribe; the fan-out replies `subscribed` with `added`, then a
+    /// snapshot of each of them that has traded.
+    Subscribe {
+        /// The connection.
+        conn: ConnId,
+        /// The connection is now subscribed to `*`.
+        all: bool,
+        /// Symbols this request newly subscribed.
+        added: Vec<SymbolId>,
+    },
+    /// Unsubscribe; the fan-out replies `unsubscribed` with `removed`.
+    Unsubscribe {
+        /// The connection.
+        conn: ConnId,
+        /// Symbols no longer subscribed.
+        removed: Vec<SymbolId>,
+    },
+    /// The connection is gone.
+    Detach {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The last tick of every symbol (`None` if it has not traded yet).
+    Quotes {
+        /// Where to send them.
+        reply: oneshot::Sender<Vec<Option<Tick>>>,
+    },
+}
+
+/// A session's way to reach the fan-out.
+#[derive(Clone, Debug)]
+pub struct FanoutHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl FanoutHandle {
+    /// Sends `command`; false if the fan-out has stopped (shutdown).
+    pub async fn send(&self, command: Command) -> bool {
+        self.commands.send(command).await.is_ok()
+    }
+
+    /// The last tick of every symbol, in symbol order.
+    pub async fn quotes(&self) -> Option<Vec<Option<Tick>>> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(Command::Quotes { reply }).await {
+            return None;
+        }
+        answer.await.ok()
+    }
+}
+
+/// The fan-out stage. See the module docs.
+#[derive(Debug)]
+pub struct Fanout {
+    symbols: Arc<SymbolTable>,
+    index: SubscriberIndex,
+    /// Last tick of each symbol, for snapshots and `/symbols`.
+    last: Vec<Option<Tick>>,
+    stats: Arc<Stats>,
+}
+
+impl Fanout {
+    /// A fan-out over `symbols`, and the handle sessions use to reach it.
+    pub fn new(
+        symbols: Arc<SymbolTable>,
+        stats: Arc<Stats>,
+    ) -> (Fanout, FanoutHandle, mpsc::Receiver<Command>) {
+        let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
+        let fanout = Fanout {
+            index: SubscriberIndex::new(symbols.len()),
+            last: vec![None; symbols.len()],
+            symbols,
+            stats,
+        };
+        (fanout, FanoutHandle { commands }, receiver)
+    }
+
+    /// Runs until `shutdown` fires, then closes every connection with 1001.
+    pub async fn run(
+        mut self,
+        mut cursor: Cursor<Tick>,
+        wake: Arc<Notify>,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            while let Ok(command) = commands.try_recv() {
+                self.apply(command);
+            }
+            let drained = self.drain(&mut cursor);
+            if drained == BATCH {
+                // More may be waiting: let writers run, then continue.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                command = commands.recv() => match command {
+                    Some(command) => self.apply(command),
+                    None => break,
+                },
+                () = wake.notified() => {}
+            }
+        }
+        for outbox in self.index.outboxes() {
+            outbox.close(close_frame(1001, "server shutting down"));
+        }
+    }
+
+    /// Fans out up to [`BATCH`] ticks; returns how many it read.
+    fn drain(&mut self, cursor: &mut Cursor<Tick>) -> usize {
+        let mut read = 0;
+        let mut now = None;
+        while read < BATCH {
+            match cursor.try_read() {
+                Read::Item(tick) => {
+                    read += 1;
+                    let now = *now.get_or_insert_with(Instant::now);
+                    self.dispatch(&tick, now);
+                }
+                Read::Lagged(missed) => {
+                    Stats::add(&self.stats.ring_lagged, missed);
+                    tracing::warn!(
+                        missed,
+                        "the fan-out fell a whole ring behind the feed and lost ticks; \
+                         clients see seq gaps (raise --ring-capacity or lower --rate)"
+                    );
+                }
+                Read::Empty => break,
+            }
+        }
+        Stats::add(&self.stats.ticks_read, read as u64);
+        read
+    }
+
+    /// Serializes `tick` once and queues it to each of its subscribers.
+    pub fn dispatch(&mut self, tick: &Tick, now: Instant) {
+        let symbol = tick.symbol;
+        self.last[symbol as usize] = Some(*tick);
+        if !self.index.has_subscribers(symbol) {
+            return;
+        }
+        let frame = tick_frame(TickKind::Tick, self.symbols.name(symbol), tick);
+        for outbox in self.index.subscribers(symbol) {
+            match outbox.push_tick(symbol, &frame, now) {
+                Pushed::Queued | Pushed::Dropped => {}
+                Pushed::Conflated => Stats::add(&self.stats.conflated, 1),
+                Pushed::ClosedSlow => {
+                    Stats::add(&self.stats.slow_consumer_closes, 1);
+                    tracing::info!("closed a client that stayed behind: slow consumer");
+                }
+            }
+        }
+    }
+
+    /// Applies one session command.
+    pub fn apply(&mut self, command: Command) {
+        match command {
+            Command::Attach { conn, outbox } => self.index.attach(conn, outbox),
+            Command::Detach { conn } => {
+                if let Some(outbox) = self.index.outbox(conn) {
+                    let peak = outbox.peak_bytes();
+                    self.stats.peak_outbox_bytes.fetch_max(peak, Ordering::Relaxed);
+                }
+                self.index.detach(conn);
+            }
+            Command::Subscribe { conn, all, added } => {
+                if all {
+                    self.index.subscribe_all(conn);
+                } else {
+                    self.index.subscribe(conn, &added);
+                }
+                let Some(outbox) = self.index.outbox(conn) else {
+                    return;
+                };
+                let names: Vec<&str> = added.iter().map(|&id| self.symbols.name(id)).collect();
+                let reply = ServerMsg::Subscribed { symbols: &names }.to_frame();
+                let snapshots = added.iter().filter_map(|&id| {
+                    let tick = self.last[id as usize]?;
+                    Some(tick_frame(TickKind::Snapshot, self.symbols.name(id), &tick))
+                });
+                outbox.push_replies(std::iter::once(reply).chain(snapshots));
+            }
+            Command::Unsubscribe { conn, removed } => {
+                self.index.unsubscribe(conn, &removed);
+                let Some(outbox) = self.index.outbox(conn) else {
+                    return;
+                };
+                outbox.forget_symbols(&removed);
+                let names: Vec<&str> = removed.iter().map(|&id| self.symbols.name(id)).collect();
+                outbox.push_reply(ServerMsg::Unsubscribed { symbols: &names }.to_frame());
+            }
+            Command::Quotes { reply } => {
+                let _ = reply.send(self.last.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Stage 1 of the data path: where ticks come from.
+//!
+//! A feed runs on its own thread, writes each tick into the `ring` through
+//! the ring's single [`Producer`], and nudges the `fanout` with a
+//! [`Notify`]. Whatever the source, a feed promises: per-symbol `seq`
+//! increases by exactly 1, `ts` is the producer's wall clock in ns, and the
+//! producer never waits for consumers (the ring overwrites, readers that
+//! fall a whole ring behind are told how much they lost).
+//!
+//! The built-in source is the [`sim::Simulator`] paced by [`pacer::Pacer`].
+
+pub mod pacer;
+pub mod sim;
+pub mod symbols;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+use crate::ring::Producer;
+use crate::tick::Tick;
+use pacer::Pacer;
+use sim::Simulator;
+
+/// Wall-clock time in nanoseconds since the Unix epoch.
+pub fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A running feed thread; stopping it (or dropping the handle) ends the
+/// thread promptly, even mid-sleep.
+#[derive(Debug)]
+pub struct FeedHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl FeedHandle {
+    /// Stops the feed and waits for its thread to finish.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for FeedHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts the built-in simulator on its own thread at `rate` ticks per
+/// second, publishing into `producer` and waking `wake` after each batch.
+pub fn spawn_simulator(
+    mut simulator: Simulator,
+    rate: f64,
+    mut producer: Producer<Tick>,
+    wake: Arc<Notify>,
+) -> std::io::Result<FeedHandle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = stop.clone();
+    let thread = thread::Builder::new()
+        .name("tickcast-feed".into())
+        .spawn(move || {
+            let mut pacer = Pacer::new(rate, Instant::now());
+            while !thread_stop.load(Ordering::Acquire) {
+                let due = pacer.due(Instant::now());
+                for _ in 0..due {
+                    producer.publish(simulator.next_tick(now_nanos()));
+                }
+                if due > 0 {
+                    // One wake-up per batch: the fan-out drains everything
+                    // published so far each time it runs.
+                    wake.notify_one();
+                }
+                let deadline = pacer.next_deadline();
+                let now = Instant::now();
+                if deadline > now {
+                    thread::park_timeout(deadline - now);
+                }
+            }
+            if pacer.skipped() > 0 {
+                tracing::warn!(
+                    skipped = pacer.skipped(),
+                    "the feed thread stalled and skipped ticks to stay on schedule"
+                );
+            }
+        })?;
+    Ok(FeedHandle {
+        stop,
+        thread: Some(thread),
+    })
+}

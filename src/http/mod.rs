@@ -1,0 +1,122 @@
+//! The edge: accepts TCP connections, serves HTTP/1.1 with hyper, and
+//! routes requests.
+//!
+//! * `GET /ws` → [`ws`]: WebSocket upgrade, then a `session`.
+//! * `GET /healthz`, `GET /symbols` → [`status`].
+//! * anything else → 404 with a list of the routes.
+
+pub mod status;
+pub mod ws;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::fanout::{ConnId, FanoutHandle};
+use crate::session::SessionContext;
+
+/// Response body type of every route.
+pub type Body = Full<Bytes>;
+
+/// What the routes share.
+#[derive(Debug)]
+pub struct AppState {
+    /// Given to every WebSocket session.
+    pub session: Arc<SessionContext>,
+    /// For `/symbols`.
+    pub fanout: FanoutHandle,
+    /// Source of connection ids.
+    pub next_conn: AtomicU64,
+    /// Fires on shutdown.
+    pub shutdown: CancellationToken,
+    /// Tracks every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl AppState {
+    /// A fresh connection id.
+    pub fn conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Accepts connections until `state.shutdown` fires.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
+    loop {
+        let accepted = tokio::select! {
+            () = state.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors or a connection reset during
+                // accept: back off briefly rather than spin.
+                tracing::warn!(%err, "accept failed; retrying shortly");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Frames are coalesced by the writer already; Nagle would only add
+        // delay on top.
+        let _ = socket.set_nodelay(true);
+        let state = state.clone();
+        let tasks = state.tasks.clone();
+        tasks.spawn(async move {
+            let service = service_fn(|req| route(req, state.clone()));
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(socket), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(%peer, %err, "HTTP connection ended with an error");
+                    }
+                }
+                () = state.shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<Body>, Infallible> {
+    let response = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ws") => ws::upgrade(req, &state),
+        (&Method::GET, "/healthz") => status::healthz(),
+        (&Method::GET, "/symbols") => status::symbols(&state).await,
+        (_, "/ws" | "/healthz" | "/symbols") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET on this path\n",
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; tickcast serves GET /ws (WebSocket), GET /symbols and GET /healthz\n",
+        ),
+    };
+    Ok(response)
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("static response parts are valid")
+}

@@ -1,0 +1,54 @@
+//! `GET /healthz` and `GET /symbols`: what an operator or a client checks
+//! before connecting.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+use super::{text, AppState, Body};
+
+/// 200 `ok` while the server runs.
+pub fn healthz() -> Response<Body> {
+    text(StatusCode::OK, "ok\n")
+}
+
+/// One row of `/symbols`.
+#[derive(Serialize)]
+struct Quote<'a> {
+    sym: &'a str,
+    /// Last seq; 0 before the first tick.
+    seq: u64,
+    px: Option<f64>,
+    bid: Option<f64>,
+    ask: Option<f64>,
+    ts: Option<u64>,
+}
+
+/// Every symbol with its last price and seq, as a JSON array.
+pub async fn symbols(state: &Arc<AppState>) -> Response<Body> {
+    let Some(quotes) = state.fanout.quotes().await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down\n");
+    };
+    let table = &state.session.symbols;
+    let rows: Vec<Quote<'_>> = table
+        .ids()
+        .zip(quotes)
+        .map(|(id, last)| Quote {
+            sym: table.name(id),
+            seq: last.map_or(0, |t| t.seq),
+            px: last.map(|t| t.px),
+            bid: last.map(|t| t.bid),
+            ask: last.map(|t| t.ask),
+            ts: last.map(|t| t.ts),
+        })
+        .collect();
+    let body = serde_json::to_vec(&rows).expect("serializing to memory cannot fail");
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response parts")
+}

@@ -1,0 +1,147 @@
+//! Wires the stages together in data-path order, feed → ring → fanout →
+//! http/session, and owns shutdown.
+//!
+//! Shutdown: when the future given to [`Server::run`] completes, the
+//! cancellation token fires; the accept loop stops, the fan-out queues a
+//! 1001 `server shutting down` close to every client and returns, each
+//! session sends it and waits briefly for the client's answer, and `run`
+//! waits (at most [`SHUTDOWN_GRACE`]) for every connection task before it
+//! stops the feed thread and returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::fanout::Fanout;
+use crate::feed::{self, sim::Simulator, symbols::universe};
+use crate::http::{self, AppState};
+use crate::ring;
+use crate::session::guard::GuardLimits;
+use crate::session::outbox::OutboxLimits;
+use crate::session::SessionContext;
+use crate::stats::Stats;
+use crate::tick::{SymbolTable, Tick};
+
+/// How long shutdown waits for connections to finish closing.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Most fragments one client message may have on `/ws`.
+pub const MAX_FRAGMENTS: u32 = 1024;
+
+/// A bound, not yet running server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    config: Config,
+    stats: Arc<Stats>,
+}
+
+impl Server {
+    /// Binds `config.listen`.
+    pub async fn bind(config: Config) -> Result<Server, Error> {
+        let addr = config.listen;
+        let listener = TcpListener::bind(addr).await.map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                Error::AddrInUse { addr }
+            } else {
+                Error::Bind { addr, source }
+            }
+        })?;
+        Ok(Server {
+            listener,
+            config,
+            stats: Arc::new(Stats::default()),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` completes, then closes every client with 1001.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let Server {
+            listener,
+            config,
+            stats,
+        } = self;
+        let specs = universe(config.symbols as usize);
+        let symbols = Arc::new(SymbolTable::new(specs.iter().map(|s| s.name.clone())));
+
+        // Stage 1 → 2: the feed thread writes the ring.
+        let producer = ring::channel::<Tick>(config.ring_capacity as usize);
+        let cursor = producer.cursor();
+        let wake = Arc::new(Notify::new());
+        let simulator = Simulator::new(&specs, config.rate, config.seed);
+        let feed = feed::spawn_simulator(simulator, config.rate, producer, wake.clone())
+            .map_err(Error::FeedThread)?;
+
+        // Stage 2 → 3: the fan-out reads the ring.
+        let token = CancellationToken::new();
+        let (fanout, handle, commands) = Fanout::new(symbols.clone(), stats.clone());
+        let fanout_task = tokio::spawn(fanout.run(cursor, wake, commands, token.clone()));
+
+        // Stage 4/5: sessions behind the HTTP edge.
+        let state = Arc::new(AppState {
+            session: Arc::new(SessionContext {
+                symbols,
+                fanout: handle.clone(),
+                outbox_limits: OutboxLimits {
+                    max_bytes: config.max_outbox_bytes,
+                    slow_consumer_timeout: config.slow_consumer_timeout,
+                },
+                guard_limits: GuardLimits {
+                    max_message_bytes: config.max_message_bytes,
+                    max_fragments: MAX_FRAGMENTS,
+                },
+                max_subscriptions: config.max_subscriptions,
+                stats,
+            }),
+            fanout: handle,
+            next_conn: AtomicU64::new(1),
+            shutdown: token.clone(),
+            tasks: TaskTracker::new(),
+        });
+        tracing::info!(
+            listen = %listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
+            symbols = config.symbols,
+            rate = config.rate,
+            seed = config.seed,
+            "tickcast is serving ws://{}/ws",
+            config.listen
+        );
+        let edge = tokio::spawn(http::serve(listener, state.clone()));
+
+        shutdown.await;
+        tracing::info!("shutting down: closing every client with 1001");
+        token.cancel();
+        let _ = edge.await;
+        let _ = fanout_task.await;
+        state.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within the shutdown grace period");
+        }
+        feed.stop();
+        Ok(())
+    }
+}

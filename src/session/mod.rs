@@ -1,0 +1,104 @@
+//! Stage 4 of the data path: one WebSocket client.
+//!
+//! After the HTTP upgrade (`http::ws`) a session owns the TCP socket and
+//! splits it: the read half goes to the [`reader`] (fastwebsockets behind
+//! a [`guard::FrameGuard`]), the write half to the [`writer`], which is the
+//! only code that ever writes to the socket. Both meet at the connection's
+//! [`outbox::Outbox`], which the `fanout` fills with shared tick frames.
+//!
+//! Lifecycle: attach to the fan-out → read and write until either side
+//! ends → exactly one close frame (whoever decides first: the client, a
+//! protocol fault, a slow consumer, shutdown) → wait briefly for the
+//! client's answering close → detach from the fan-out.
+
+pub mod guard;
+pub mod outbox;
+pub mod reader;
+pub mod writer;
+
+use std::io::Cursor;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fastwebsockets::{after_handshake_split, FragmentCollectorRead, Role};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::fanout::{Command, ConnId, FanoutHandle};
+use crate::protocol::frame::close_frame;
+use crate::stats::Stats;
+use crate::tick::SymbolTable;
+use guard::{FrameGuard, GuardLimits};
+use outbox::{Outbox, OutboxLimits};
+use reader::Reader;
+
+/// What every session needs from the server.
+#[derive(Debug)]
+pub struct SessionContext {
+    /// The symbols the server carries.
+    pub symbols: Arc<SymbolTable>,
+    /// Where subscription changes go.
+    pub fanout: FanoutHandle,
+    /// Per-connection output limits.
+    pub outbox_limits: OutboxLimits,
+    /// Per-connection input limits.
+    pub guard_limits: GuardLimits,
+    /// Most symbols one connection may subscribe to by name.
+    pub max_subscriptions: usize,
+    /// Server-wide counters.
+    pub stats: Arc<Stats>,
+}
+
+/// Serves one upgraded connection until it closes. `early` holds bytes the
+/// client sent right after its handshake, which hyper had already read.
+pub async fn run(conn: ConnId, socket: TcpStream, early: Bytes, ctx: Arc<SessionContext>) {
+    let (read_half, mut write_half) = socket.into_split();
+    let stream = FrameGuard::new(Cursor::new(early).chain(read_half), ctx.guard_limits);
+    // The library's write half is unused: our writer owns the socket's.
+    let (mut ws_read, _unused) = after_handshake_split(stream, tokio::io::sink(), Role::Server);
+    // The guard enforces the real limit first, with the right close code.
+    ws_read.set_max_message_size(usize::try_from(ctx.guard_limits.max_message_bytes).unwrap_or(usize::MAX).saturating_add(1));
+    let ws_read = FragmentCollectorRead::new(ws_read);
+
+    let outbox = Arc::new(Outbox::new(ctx.outbox_limits));
+    if !ctx
+        .fanout
+        .send(Command::Attach {
+            conn,
+            outbox: outbox.clone(),
+        })
+        .await
+    {
+        outbox.close(close_frame(1001, "server shutting down"));
+    }
+    ctx.stats.sessions_open.fetch_add(1, Ordering::Relaxed);
+    Stats::add(&ctx.stats.sessions_total, 1);
+
+    let mut reader = Reader::new(
+        conn,
+        outbox.clone(),
+        ctx.fanout.clone(),
+        ctx.symbols.clone(),
+        ctx.max_subscriptions,
+    );
+    let mut reader_task = tokio::spawn(async move { reader.run(ws_read).await });
+
+    match writer::run(&mut write_half, &outbox).await {
+        Ok(_) => {}
+        Err(err) => {
+            tracing::debug!(conn, %err, "write failed; the client is gone");
+            outbox.abort();
+        }
+    }
+    // Our close is out (or the peer is gone): give the client a moment to
+    // answer with its own close, then drop the socket.
+    if tokio::time::timeout(writer::CLOSE_GRACE, &mut reader_task)
+        .await
+        .is_err()
+    {
+        reader_task.abort();
+    }
+    ctx.fanout.send(Command::Detach { conn }).await;
+    ctx.stats.sessions_open.fetch_sub(1, Ordering::Relaxed);
+}

@@ -1,0 +1,266 @@
+//! The session's reader: client frames in, requests to the `fanout`,
+//! replies to the `outbox`.
+//!
+//! It reads with fastwebsockets' `FragmentCollectorRead` behind a
+//! [`FrameGuard`](super::guard::FrameGuard), validates each request against
+//! the connection's own subscription state (so a client's mistakes cost the
+//! shared fan-out nothing), and turns protocol faults into the right close
+//! code: 1002 protocol error, 1007 invalid UTF-8, 1009 too large.
+//!
+//! `read_frame` is not cancellation-safe, so the reader runs in a task of
+//! its own and is only ever dropped when the connection is over.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use fastwebsockets::{Frame, FragmentCollectorRead, OpCode, WebSocketError};
+use tokio::io::AsyncRead;
+
+use super::guard::Violation;
+use super::outbox::Outbox;
+use crate::fanout::{Command, ConnId, FanoutHandle};
+use crate::protocol::frame::{close_frame, close_frame_echo, pong_frame};
+use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, ALL_SYMBOLS};
+use crate::tick::{SymbolId, SymbolTable};
+
+/// How the reader ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReaderExit {
+    /// The client sent a close frame (answered through the outbox).
+    ClientClosed,
+    /// The client broke the protocol; a close frame with this code was
+    /// queued.
+    Violation(u16),
+    /// The connection dropped, or the server closed it first.
+    Gone,
+}
+
+/// One connection's subscriptions, as the client asked for them.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    /// Subscribed to `*`.
+    all: bool,
+    /// Subscribed symbols when not `all`.
+    symbols: HashSet<SymbolId>,
+}
+
+/// The request-handling side of one session.
+#[derive(Debug)]
+pub struct Reader {
+    conn: ConnId,
+    outbox: Arc<Outbox>,
+    fanout: FanoutHandle,
+    symbols: Arc<SymbolTable>,
+    max_subscriptions: usize,
+    subscriptions: Subscriptions,
+}
+
+impl Reader {
+    /// A reader for connection `conn`.
+    pub fn new(
+        conn: ConnId,
+        outbox: Arc<Outbox>,
+        fanout: FanoutHandle,
+        symbols: Arc<SymbolTable>,
+        max_subscriptions: usize,
+    ) -> Self {
+        Reader {
+            conn,
+            outbox,
+            fanout,
+            symbols,
+            max_subscriptions,
+            subscriptions: Subscriptions::default(),
+        }
+    }
+
+    /// Reads and handles client frames until the connection ends.
+    pub async fn run<S: AsyncRead + Unpin>(&mut self, mut ws: FragmentCollectorRead<S>) -> ReaderExit {
+        let outbox = self.outbox.clone();
+        // fastwebsockets hands us the frames it must answer (pong, close
+        // echo); they go out through the outbox like everything else, so
+        // there is exactly one writer and one close frame.
+        let mut obligated = |frame: Frame<'_>| {
+            match frame.opcode {
+                OpCode::Pong => outbox.push_reply(pong_frame(&frame.payload)),
+                OpCode::Close => {
+                    outbox.close(close_frame_echo(&frame.payload));
+                }
+                _ => {}
+            }
+            std::future::ready(Ok::<(), std::convert::Infallible>(()))
+        };
+        loop {
+            // Hold back while this client has not read its earlier replies.
+            self.outbox.replies_drained().await;
+            if self.outbox.is_closing() {
+                return ReaderExit::Gone;
+            }
+            let frame = match ws.read_frame(&mut obligated).await {
+                Ok(frame) => frame,
+                Err(err) => return self.fault(err),
+            };
+            match frame.opcode {
+                OpCode::Text => {
+                    let mut payload = frame.payload.to_vec();
+                    self.handle_text(&mut payload).await;
+                }
+                OpCode::Binary => self.outbox.push_reply(
+                    ProtocolError::new(
+                        ErrorCode::BinaryNotSupported,
+                        "binary frames are not supported; send JSON requests as text frames",
+                    )
+                    .to_frame(),
+                ),
+                OpCode::Close => return ReaderExit::ClientClosed,
+                // Pings were answered through `obligated`; pongs need nothing.
+                _ => {}
+            }
+        }
+    }
+
+    /// Maps a read error to the close the client gets.
+    fn fault(&self, err: WebSocketError) -> ReaderExit {
+        let (code, reason): (u16, String) = match &err {
+            WebSocketError::IoError(io) => match Violation::of(io) {
+                Some(v @ Violation::Unmasked) => (1002, v.to_string()),
+                Some(v) => (1009, v.to_string()),
+                None => return self.gone(),
+            },
+            WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => return self.gone(),
+            WebSocketError::FrameTooLarge => (1009, "message too large".into()),
+            WebSocketError::InvalidUTF8 => (1007, "invalid UTF-8 in a text message".into()),
+            other => (1002, format!("protocol error: {other}")),
+        };
+        self.outbox.close(close_frame(code, &reason));
+        ReaderExit::Violation(code)
+    }
+
+    fn gone(&self) -> ReaderExit {
+        self.outbox.abort();
+        ReaderExit::Gone
+    }
+
+    async fn handle_text(&mut self, payload: &mut [u8]) {
+        match ClientMsg::parse(payload) {
+            Err(err) => self.outbox.push_reply(err.to_frame()),
+            Ok(ClientMsg::Ping { id }) => self
+                .outbox
+                .push_reply(ServerMsg::Pong { id: id.as_ref() }.to_frame()),
+            Ok(ClientMsg::Subscribe { symbols }) => self.subscribe(&symbols).await,
+            Ok(ClientMsg::Unsubscribe { symbols }) => self.unsubscribe(&symbols).await,
+        }
+    }
+
+    /// Splits names into `*`, known ids (deduplicated, in request order)
+    /// and unknown names, replying `unknown_symbol` for the latter.
+    fn resolve(&self, names: &[String]) -> (bool, Vec<SymbolId>) {
+        let mut star = false;
+        let mut ids = Vec::with_capacity(names.len());
+        let mut seen = HashSet::with_capacity(names.len());
+        let mut unknown = Vec::new();
+        for name in names {
+            if name == ALL_SYMBOLS {
+                star = true;
+            } else if let Some(id) = self.symbols.id(name) {
+                if seen.insert(id) {
+                    ids.push(id);
+                }
+            } else if unknown.len() < 10 {
+                unknown.push(format!("{:?}", crate::protocol::truncate(name, 24)));
+            }
+        }
+        if !unknown.is_empty() {
+            self.outbox.push_reply(
+                ProtocolError::new(
+                    ErrorCode::UnknownSymbol,
+                    format!(
+                        "unknown symbol {}; GET /symbols lists the symbols this server carries",
+                        unknown.join(", ")
+                    ),
+                )
+                .to_frame(),
+            );
+        }
+        (star, ids)
+    }
+
+    async fn subscribe(&mut self, names: &[String]) {
+        let (star, ids) = self.resolve(names);
+        if !star && ids.is_empty() {
+            return;
+        }
+        let subs = &mut self.subscriptions;
+        let added: Vec<SymbolId> = if subs.all {
+            Vec::new()
+        } else if star {
+            self.symbols.ids().filter(|id| !subs.symbols.contains(id)).collect()
+        } else {
+            ids.into_iter().filter(|id| !subs.symbols.contains(id)).collect()
+        };
+        if !star && !subs.all && subs.symbols.len() + added.len() > self.max_subscriptions {
+            self.outbox.push_reply(
+                ProtocolError::new(
+                    ErrorCode::TooManySymbols,
+                    format!(
+                        "this would make {} subscriptions on one connection, the limit is {}; \
+                         unsubscribe some, subscribe to \"*\", or open another connection",
+                        subs.symbols.len() + added.len(),
+                        self.max_subscriptions
+                    ),
+                )
+                .to_frame(),
+            );
+            return;
+        }
+        if star {
+            subs.all = true;
+            subs.symbols.clear();
+        } else {
+            subs.symbols.extend(added.iter().copied());
+        }
+        let all = subs.all;
+        self.fanout
+            .send(Command::Subscribe {
+                conn: self.conn,
+                all,
+                added,
+            })
+            .await;
+    }
+
+    async fn unsubscribe(&mut self, names: &[String]) {
+        let (star, ids) = self.resolve(names);
+        if !star && ids.is_empty() {
+            return;
+        }
+        let subs = &mut self.subscriptions;
+        let was_all = subs.all;
+        let removed: Vec<SymbolId> = if star {
+            if was_all {
+                self.symbols.ids().collect()
+            } else {
+                let mut removed: Vec<_> = subs.symbols.drain().collect();
+                removed.sort_unstable();
+                removed
+            }
+        } else if was_all {
+            ids
+        } else {
+            ids.into_iter().filter(|id| subs.symbols.remove(id)).collect()
+        };
+        if was_all {
+            subs.all = false;
+            if !star {
+                let removed_set: HashSet<_> = removed.iter().copied().collect();
+                subs.symbols = self.symbols.ids().filter(|id| !removed_set.contains(id)).collect();
+            }
+        }
+        self.fanout
+            .send(Command::Unsubscribe {
+                conn: self.conn,
+                removed,
+            })
+            .await;
+    }
+}
