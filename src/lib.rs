@@ -32,13 +32,13 @@
 
 pub mod tick;
 
-pub mod feed;
-pub mod ring;
 pub mod fanout;
-pub mod session;
-pub mod protocol;
+pub mod feed;
 pub mod http;
+pub mod protocol;
+pub mod ring;
 pub mod server;
+pub mod session;
 
 pub mod config;
 pub mod error;

@@ -10,7 +10,9 @@ use serde_json::json;
 
 #[tokio::test]
 async fn subscribe_replies_then_snapshot_before_any_tick() {
-    let server = start(config()).await;
+    let mut cfg = config();
+    cfg.symbols = 10;
+    let server = start(cfg).await;
     // Let every symbol trade at least once so a snapshot exists.
     let mut watcher = server.connect().await;
     watcher.subscribe(&["AAPL"]).await;
@@ -23,7 +25,10 @@ async fn subscribe_replies_then_snapshot_before_any_tick() {
     for _ in 0..200 {
         let msg = client.recv().await;
         let sym = msg["sym"].as_str().unwrap().to_string();
-        assert!(sym == "AAPL" || sym == "MSFT", "only subscribed symbols: {msg}");
+        assert!(
+            sym == "AAPL" || sym == "MSFT",
+            "only subscribed symbols: {msg}"
+        );
         match msg["type"].as_str().unwrap() {
             "snapshot" => {
                 assert!(!snapshot_seq.contains_key(&sym), "one snapshot per symbol");
@@ -88,7 +93,9 @@ async fn star_subscribes_every_symbol_and_unsubscribe_stops_ticks() {
 
     // Unsubscribe everything: the reply lists what was dropped, then silence
     // is proven by a ping answered with no tick in between.
-    client.send(json!({"op": "unsubscribe", "symbols": ["*"]})).await;
+    client
+        .send(json!({"op": "unsubscribe", "symbols": ["*"]}))
+        .await;
     let reply = client.recv_until(|v| v["type"] == "unsubscribed").await;
     assert_eq!(reply["symbols"].as_array().unwrap().len(), 19);
     client.send(json!({"op": "ping", "id": "after"})).await;

@@ -93,7 +93,11 @@ mod tests {
                 let (_, payload) = parse_unmasked(&frame).unwrap();
                 let mut payload = payload.to_vec();
                 let v = simd_json::to_borrowed_value(&mut payload).unwrap();
-                let expected_type = if kind == TickKind::Tick { "tick" } else { "snapshot" };
+                let expected_type = if kind == TickKind::Tick {
+                    "tick"
+                } else {
+                    "snapshot"
+                };
                 assert_eq!(v["type"].as_str(), Some(expected_type));
                 assert_eq!(v["sym"].as_str(), Some(name.as_str()));
                 assert_eq!(v["seq"].as_u64(), Some(tick.seq));

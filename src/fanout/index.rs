@@ -131,7 +131,9 @@ impl SubscriberIndex {
 
     /// Every outbox subscribed to `symbol`, `*` subscribers included.
     pub fn subscribers(&self, symbol: SymbolId) -> impl Iterator<Item = &Arc<Outbox>> {
-        self.by_symbol[symbol as usize].values().chain(self.all.values())
+        self.by_symbol[symbol as usize]
+            .values()
+            .chain(self.all.values())
     }
 
     /// Whether anyone is subscribed to `symbol`.
@@ -169,15 +171,27 @@ mod tests {
         index.attach(2, outbox());
         index.subscribe(1, &[0, 1]);
         index.subscribe(2, &[1]);
-        assert_eq!((count(&index, 0), count(&index, 1), count(&index, 2)), (1, 2, 0));
+        assert_eq!(
+            (count(&index, 0), count(&index, 1), count(&index, 2)),
+            (1, 2, 0)
+        );
         index.subscribe_all(2);
-        assert_eq!((count(&index, 0), count(&index, 1), count(&index, 2)), (2, 2, 1));
+        assert_eq!(
+            (count(&index, 0), count(&index, 1), count(&index, 2)),
+            (2, 2, 1)
+        );
         // A `*` subscriber dropping one symbol keeps the others.
         index.unsubscribe(2, &[2]);
-        assert_eq!((count(&index, 0), count(&index, 1), count(&index, 2)), (2, 2, 0));
+        assert_eq!(
+            (count(&index, 0), count(&index, 1), count(&index, 2)),
+            (2, 2, 0)
+        );
         index.detach(1);
         index.detach(2);
-        assert_eq!((count(&index, 0), count(&index, 1), count(&index, 2)), (0, 0, 0));
+        assert_eq!(
+            (count(&index, 0), count(&index, 1), count(&index, 2)),
+            (0, 0, 0)
+        );
         assert!(!index.has_subscribers(0));
     }
 }

@@ -219,7 +219,9 @@ impl Fanout {
             Command::Detach { conn } => {
                 if let Some(outbox) = self.index.outbox(conn) {
                     let peak = outbox.peak_bytes();
-                    self.stats.peak_outbox_bytes.fetch_max(peak, Ordering::Relaxed);
+                    self.stats
+                        .peak_outbox_bytes
+                        .fetch_max(peak, Ordering::Relaxed);
                 }
                 self.index.detach(conn);
             }

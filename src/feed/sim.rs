@@ -51,7 +51,10 @@ pub struct Simulator {
 impl Simulator {
     /// A simulator for `symbols` producing `rate` ticks per second in total.
     pub fn new(symbols: &[SymbolSpec], rate: f64, seed: u64) -> Self {
-        assert!(!symbols.is_empty(), "the simulator needs at least one symbol");
+        assert!(
+            !symbols.is_empty(),
+            "the simulator needs at least one symbol"
+        );
         assert!(
             rate.is_finite() && rate > 0.0,
             "the tick rate must be positive"
@@ -103,8 +106,9 @@ impl Simulator {
 
         // Spread of about 2 basis points, at least one increment.
         let spread_increments = (walk.mid * 0.0002 / PRICE_INCREMENT).round().max(1.0);
-        let bid_increments =
-            ((walk.mid / PRICE_INCREMENT) - spread_increments / 2.0).floor().max(1.0);
+        let bid_increments = ((walk.mid / PRICE_INCREMENT) - spread_increments / 2.0)
+            .floor()
+            .max(1.0);
         let bid = round_to_increment(bid_increments * PRICE_INCREMENT);
         let ask = round_to_increment((bid_increments + spread_increments) * PRICE_INCREMENT);
         let px = if hit_bid { bid } else { ask };

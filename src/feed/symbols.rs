@@ -197,7 +197,10 @@ mod tests {
         let distinct: HashSet<_> = u.iter().map(|s| &s.name).collect();
         assert_eq!(distinct.len(), u.len());
         for spec in &u {
-            assert!(spec.start_price >= 5.0 && spec.start_price <= 4000.0, "{spec:?}");
+            assert!(
+                spec.start_price >= 5.0 && spec.start_price <= 4000.0,
+                "{spec:?}"
+            );
             assert!(spec
                 .name
                 .bytes()

@@ -100,10 +100,9 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
         (&Method::GET, "/ws") => ws::upgrade(req, &state),
         (&Method::GET, "/healthz") => status::healthz(),
         (&Method::GET, "/symbols") => status::symbols(&state).await,
-        (_, "/ws" | "/healthz" | "/symbols") => text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use GET on this path\n",
-        ),
+        (_, "/ws" | "/healthz" | "/symbols") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "use GET on this path\n")
+        }
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; tickcast serves GET /ws (WebSocket), GET /symbols and GET /healthz\n",

@@ -30,7 +30,10 @@ struct Quote<'a> {
 /// Every symbol with its last price and seq, as a JSON array.
 pub async fn symbols(state: &Arc<AppState>) -> Response<Body> {
     let Some(quotes) = state.fanout.quotes().await else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down\n");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down\n",
+        );
     };
     let table = &state.session.symbols;
     let rows: Vec<Quote<'_>> = table

@@ -37,15 +37,14 @@ pub fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Bo
         );
         return response;
     }
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(parts) => parts,
-        Err(_) => {
-            return text(
+    let (response, upgrade) =
+        match fastwebsockets::upgrade::upgrade(&mut req) {
+            Ok(parts) => parts,
+            Err(_) => return text(
                 StatusCode::BAD_REQUEST,
                 "bad WebSocket handshake: send Sec-WebSocket-Key and Sec-WebSocket-Version: 13\n",
-            )
-        }
-    };
+            ),
+        };
     let conn = state.conn_id();
     let ctx = state.session.clone();
     state.tasks.spawn(async move {

@@ -84,7 +84,10 @@ pub fn pong_frame(payload: &[u8]) -> Bytes {
 pub fn parse_unmasked(frame: &[u8]) -> Option<(u8, &[u8])> {
     let opcode = frame.first()? & 0x0F;
     let (len, start) = match frame.get(1)? & 0x7F {
-        126 => (u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]) as usize, 4),
+        126 => (
+            u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]) as usize,
+            4,
+        ),
         127 => (
             u64::from_be_bytes(frame.get(2..10)?.try_into().ok()?) as usize,
             10,

@@ -53,15 +53,12 @@ impl ClientMsg {
                 r#"a message must be a JSON object such as {"op":"subscribe","symbols":["AAPL"]}"#,
             )
         })?;
-        let op = object
-            .get("op")
-            .and_then(|op| op.as_str())
-            .ok_or_else(|| {
-                ProtocolError::new(
-                    ErrorCode::BadRequest,
-                    r#"the message has no "op" string; use "subscribe", "unsubscribe" or "ping""#,
-                )
-            })?;
+        let op = object.get("op").and_then(|op| op.as_str()).ok_or_else(|| {
+            ProtocolError::new(
+                ErrorCode::BadRequest,
+                r#"the message has no "op" string; use "subscribe", "unsubscribe" or "ping""#,
+            )
+        })?;
         match op {
             "subscribe" => Ok(ClientMsg::Subscribe {
                 symbols: symbol_list(object.get("symbols"))?,
@@ -207,9 +204,7 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"op":"ping","id":7}"#).unwrap(),
-            ClientMsg::Ping {
-                id: Some(7.into())
-            }
+            ClientMsg::Ping { id: Some(7.into()) }
         );
         assert_eq!(
             parse(r#"{"op":"ping"}"#).unwrap(),
@@ -225,8 +220,14 @@ mod tests {
         assert_eq!(code("[1,2]"), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"symbols":["A"]}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"op":"subscribe"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"op":"subscribe","symbols":[]}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"op":"subscribe","symbols":[1]}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":[]}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":[1]}"#),
+            ErrorCode::BadRequest
+        );
         assert_eq!(code(r#"{"op":"ping","id":{}}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"op":"trade"}"#), ErrorCode::UnknownOp);
     }

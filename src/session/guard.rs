@@ -233,7 +233,10 @@ mod tests {
         for chunk in 1..=stream.len().max(1) {
             let mut guard = FrameGuard::new((), LIMITS);
             let result = stream.chunks(chunk).try_for_each(|c| guard.inspect(c));
-            assert!(outcome.is_none() || outcome == Some(result), "chunking changed the verdict");
+            assert!(
+                outcome.is_none() || outcome == Some(result),
+                "chunking changed the verdict"
+            );
             outcome = Some(result);
         }
         outcome.unwrap()
@@ -273,6 +276,9 @@ mod tests {
         for _ in 0..4 {
             stream.extend(frame(false, 0, true, 1));
         }
-        assert_eq!(check(&stream), Err(Violation::TooManyFragments { limit: 4 }));
+        assert_eq!(
+            check(&stream),
+            Err(Violation::TooManyFragments { limit: 4 })
+        );
     }
 }

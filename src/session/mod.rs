@@ -58,7 +58,11 @@ pub async fn run(conn: ConnId, socket: TcpStream, early: Bytes, ctx: Arc<Session
     // The library's write half is unused: our writer owns the socket's.
     let (mut ws_read, _unused) = after_handshake_split(stream, tokio::io::sink(), Role::Server);
     // The guard enforces the real limit first, with the right close code.
-    ws_read.set_max_message_size(usize::try_from(ctx.guard_limits.max_message_bytes).unwrap_or(usize::MAX).saturating_add(1));
+    ws_read.set_max_message_size(
+        usize::try_from(ctx.guard_limits.max_message_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1),
+    );
     let ws_read = FragmentCollectorRead::new(ws_read);
 
     let outbox = Arc::new(Outbox::new(ctx.outbox_limits));

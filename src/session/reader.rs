@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use fastwebsockets::{Frame, FragmentCollectorRead, OpCode, WebSocketError};
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, WebSocketError};
 use tokio::io::AsyncRead;
 
 use super::guard::Violation;
@@ -75,7 +75,10 @@ impl Reader {
     }
 
     /// Reads and handles client frames until the connection ends.
-    pub async fn run<S: AsyncRead + Unpin>(&mut self, mut ws: FragmentCollectorRead<S>) -> ReaderExit {
+    pub async fn run<S: AsyncRead + Unpin>(
+        &mut self,
+        mut ws: FragmentCollectorRead<S>,
+    ) -> ReaderExit {
         let outbox = self.outbox.clone();
         // fastwebsockets hands us the frames it must answer (pong, close
         // echo); they go out through the outbox like everything else, so
@@ -194,9 +197,14 @@ impl Reader {
         let added: Vec<SymbolId> = if subs.all {
             Vec::new()
         } else if star {
-            self.symbols.ids().filter(|id| !subs.symbols.contains(id)).collect()
+            self.symbols
+                .ids()
+                .filter(|id| !subs.symbols.contains(id))
+                .collect()
         } else {
-            ids.into_iter().filter(|id| !subs.symbols.contains(id)).collect()
+            ids.into_iter()
+                .filter(|id| !subs.symbols.contains(id))
+                .collect()
         };
         if !star && !subs.all && subs.symbols.len() + added.len() > self.max_subscriptions {
             self.outbox.push_reply(
@@ -247,13 +255,19 @@ impl Reader {
         } else if was_all {
             ids
         } else {
-            ids.into_iter().filter(|id| subs.symbols.remove(id)).collect()
+            ids.into_iter()
+                .filter(|id| subs.symbols.remove(id))
+                .collect()
         };
         if was_all {
             subs.all = false;
             if !star {
                 let removed_set: HashSet<_> = removed.iter().copied().collect();
-                subs.symbols = self.symbols.ids().filter(|id| !removed_set.contains(id)).collect();
+                subs.symbols = self
+                    .symbols
+                    .ids()
+                    .filter(|id| !removed_set.contains(id))
+                    .collect();
             }
         }
         self.fanout

@@ -116,7 +116,10 @@ pub struct Client {
 
 impl Client {
     pub async fn send(&mut self, value: Value) {
-        self.ws.send(Message::text(value.to_string())).await.expect("send");
+        self.ws
+            .send(Message::text(value.to_string()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_raw(&mut self, message: Message) {
@@ -150,7 +153,8 @@ impl Client {
 
     /// Subscribes and returns the `subscribed` reply (any snapshots follow).
     pub async fn subscribe(&mut self, symbols: &[&str]) -> Value {
-        self.send(json!({"op": "subscribe", "symbols": symbols})).await;
+        self.send(json!({"op": "subscribe", "symbols": symbols}))
+            .await;
         self.recv_until(|v| v["type"] == "subscribed").await
     }
 
@@ -175,7 +179,9 @@ pub fn code(frame: &Option<CloseFrame<'_>>) -> u16 {
 /// A minimal HTTP/1.1 GET over a raw socket: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = within("HTTP connect", TcpStream::connect(addr)).await.unwrap();
+    let mut socket = within("HTTP connect", TcpStream::connect(addr))
+        .await
+        .unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     socket.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
@@ -189,4 +195,177 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A WebSocket client over a raw socket, for sending what well-behaved
+/// libraries refuse to: unmasked frames, bad UTF-8, odd fragmentation.
+pub struct RawClient {
+    pub socket: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One frame as the server sent it.
+#[derive(Debug, PartialEq)]
+pub struct RawFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub masked: bool,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    pub fn close_code(&self) -> u16 {
+        assert_eq!(self.opcode, 8, "not a close frame: {self:?}");
+        u16::from_be_bytes([self.payload[0], self.payload[1]])
+    }
+
+    pub fn json(&self) -> Value {
+        assert_eq!(self.opcode, 1, "not a text frame: {self:?}");
+        serde_json::from_slice(&self.payload).expect("JSON")
+    }
+}
+
+/// A client frame: masked unless `masked` is false.
+pub fn client_frame(fin: bool, opcode: u8, masked: bool, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![(u8::from(fin) << 7) | opcode];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    if payload.len() < 126 {
+        frame.push(mask_bit | payload.len() as u8);
+    } else if payload.len() < 65536 {
+        frame.push(mask_bit | 126);
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    } else {
+        frame.push(mask_bit | 127);
+        frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    }
+    if masked {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
+}
+
+impl RawClient {
+    /// Opens a socket and performs the handshake; `early` is written in the
+    /// same packet as the handshake request.
+    pub async fn connect(addr: SocketAddr, early: &[u8]) -> RawClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = within("raw connect", TcpStream::connect(addr))
+            .await
+            .unwrap();
+        let mut request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .into_bytes();
+        request.extend_from_slice(early);
+        socket.write_all(&request).await.unwrap();
+        let mut buf = Vec::new();
+        let end = within("handshake response", async {
+            loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    return end + 4;
+                }
+                let mut chunk = [0u8; 1024];
+                let n = socket.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed during handshake");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await;
+        assert!(
+            buf.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.drain(..end);
+        RawClient { socket, buf }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.socket.write_all(bytes).await.unwrap();
+    }
+
+    /// Sends one masked text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.write(&client_frame(true, 1, true, text.as_bytes()))
+            .await;
+    }
+
+    /// The next frame from the server; `None` at end of stream.
+    pub async fn read_frame(&mut self) -> Option<RawFrame> {
+        use tokio::io::AsyncReadExt;
+        within("a raw frame", async {
+            loop {
+                if let Some((frame, used)) = parse_server_frame(&self.buf) {
+                    self.buf.drain(..used);
+                    return Some(frame);
+                }
+                let mut chunk = [0u8; 16 * 1024];
+                match self.socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads frames until a close frame; returns it and how many frames
+    /// came before it. Fails if the stream ends without one.
+    pub async fn read_until_close(&mut self) -> (RawFrame, usize) {
+        let mut before = 0;
+        loop {
+            let frame = self.read_frame().await.expect("a close frame before EOF");
+            if frame.opcode == 8 {
+                return (frame, before);
+            }
+            before += 1;
+        }
+    }
+
+    /// Reads until a text frame satisfies `pred`.
+    pub async fn recv_until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let frame = self.read_frame().await.expect("a frame");
+            if frame.opcode == 1 {
+                let value = frame.json();
+                if pred(&value) {
+                    return value;
+                }
+            }
+        }
+    }
+}
+
+fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let masked = buf[1] & 0x80 != 0;
+    let (len, mut at) = match buf[1] & 0x7F {
+        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    if masked {
+        at += 4;
+    }
+    let payload = buf.get(at..at + len)?.to_vec();
+    Some((
+        RawFrame {
+            fin: buf[0] & 0x80 != 0,
+            opcode: buf[0] & 0x0F,
+            masked,
+            payload,
+        },
+        at + len,
+    ))
 }

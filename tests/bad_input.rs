@@ -1,0 +1,213 @@
+//! Bad input gets a clear error or the right close code, and nobody else
+//! notices: every error code of protocol v1, every close code the reader
+//! sends, the HTTP errors, and the fastwebsockets traps this server guards
+//! against (unmasked frames, unbounded fragmented messages, double close,
+//! bytes sent right after the handshake).
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn error_code(client: &mut Client) -> String {
+    let reply = client.recv_until(|v| v["type"] == "error").await;
+    assert!(
+        reply["message"].as_str().is_some_and(|m| m.len() > 10),
+        "errors explain themselves: {reply}"
+    );
+    reply["code"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn every_error_code_keeps_the_connection_open() {
+    let mut cfg = config();
+    cfg.max_subscriptions = 3;
+    let server = start(cfg).await;
+    let mut client = server.connect().await;
+    let cases: [(&str, &str); 7] = [
+        ("{not json", "bad_json"),
+        ("[1,2,3]", "bad_request"),
+        (r#"{"op":"subscribe","symbols":"AAPL"}"#, "bad_request"),
+        (r#"{"op":"trade","symbols":["AAPL"]}"#, "unknown_op"),
+        (r#"{"op":"subscribe","symbols":["NOPE"]}"#, "unknown_symbol"),
+        (
+            r#"{"op":"unsubscribe","symbols":["NOPE"]}"#,
+            "unknown_symbol",
+        ),
+        (
+            r#"{"op":"subscribe","symbols":["AAPL","MSFT","NVDA","AMZN"]}"#,
+            "too_many_symbols",
+        ),
+    ];
+    for (request, expected) in cases {
+        client.send_raw(Message::text(request)).await;
+        assert_eq!(error_code(&mut client).await, expected, "for {request}");
+    }
+    client.send_raw(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(error_code(&mut client).await, "binary_not_supported");
+
+    // Still open and serving: a mixed request subscribes what it can.
+    client
+        .send(json!({"op": "subscribe", "symbols": ["AAPL", "ZZZZZ"]}))
+        .await;
+    assert_eq!(error_code(&mut client).await, "unknown_symbol");
+    let reply = client.recv_until(|v| v["type"] == "subscribed").await;
+    assert_eq!(reply["symbols"], json!(["AAPL"]));
+    client.recv_until(|v| v["type"] == "tick").await;
+    client.send(json!({"op": "ping", "id": 9})).await;
+    client
+        .recv_until(|v| v == &json!({"type": "pong", "id": 9}))
+        .await;
+    drop(client);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_messages_close_with_1009_even_when_fragmented() {
+    let server = start(config()).await;
+    // One frame over 64 KiB.
+    let mut raw = RawClient::connect(server.addr, &[]).await;
+    raw.write(&client_frame(true, 1, true, &vec![b' '; 64 * 1024 + 1]))
+        .await;
+    let (close, _) = raw.read_until_close().await;
+    assert_eq!(close.close_code(), 1009);
+
+    // Many small fragments adding up to more than 64 KiB.
+    let mut raw = RawClient::connect(server.addr, &[]).await;
+    raw.write(&client_frame(false, 1, true, &[b' '; 1000]))
+        .await;
+    for _ in 0..70 {
+        raw.write(&client_frame(false, 0, true, &[b' '; 1000]))
+            .await;
+    }
+    let (close, _) = raw.read_until_close().await;
+    assert_eq!(close.close_code(), 1009);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_violations_get_1002_and_bad_utf8_gets_1007() {
+    let server = start(config()).await;
+    let violations: [(&str, Vec<u8>, u16); 5] = [
+        (
+            "unmasked client frame",
+            client_frame(true, 1, false, br#"{"op":"ping"}"#),
+            1002,
+        ),
+        ("fragmented ping", client_frame(false, 9, true, b"hi"), 1002),
+        (
+            "reserved bit set",
+            {
+                let mut f = client_frame(true, 1, true, b"{}");
+                f[0] |= 0x40;
+                f
+            },
+            1002,
+        ),
+        (
+            "continuation without start",
+            client_frame(true, 0, true, b"x"),
+            1002,
+        ),
+        (
+            "invalid UTF-8",
+            client_frame(true, 1, true, &[0xff, 0xfe, b'a']),
+            1007,
+        ),
+    ];
+    for (what, bytes, expected) in violations {
+        let mut raw = RawClient::connect(server.addr, &[]).await;
+        raw.send_text(r#"{"op":"ping","id":1}"#).await;
+        assert_eq!(raw.recv_until(|v| v["type"] == "pong").await["id"], 1);
+        raw.write(&bytes).await;
+        let (close, _) = raw.read_until_close().await;
+        assert_eq!(close.close_code(), expected, "{what}");
+        assert!(!close.masked, "server frames are unmasked");
+        assert!(
+            raw.read_frame().await.is_none(),
+            "{what}: nothing follows the close frame"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_close_is_answered_by_exactly_one_close_frame() {
+    let server = start(config()).await;
+    let mut raw = RawClient::connect(server.addr, &[]).await;
+    raw.send_text(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+    raw.recv_until(|v| v["type"] == "tick").await;
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"bye");
+    raw.write(&client_frame(true, 8, true, &payload)).await;
+    let (close, _) = raw.read_until_close().await;
+    assert_eq!(close.close_code(), 1000);
+    assert_eq!(&close.payload[2..], b"bye");
+    let mut after = Vec::new();
+    while let Some(frame) = raw.read_frame().await {
+        after.push(frame);
+    }
+    assert!(after.is_empty(), "frames after the close: {after:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_sent_with_the_handshake_is_not_lost() {
+    let server = start(config()).await;
+    let early = client_frame(true, 1, true, br#"{"op":"ping","id":"early"}"#);
+    let mut raw = RawClient::connect(server.addr, &early).await;
+    let pong = raw.read_frame().await.expect("pong").json();
+    assert_eq!(pong, json!({"type": "pong", "id": "early"}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_errors_are_readable() {
+    let server = start(config()).await;
+    let (status, body) = http_get(server.addr, "/ws").await;
+    assert_eq!(status, 426);
+    assert!(body.contains("WebSocket endpoint"), "{body}");
+    let (status, body) = http_get(server.addr, "/nope").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("/ws"), "{body}");
+    let (status, body) = http_get(server.addr, "/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_misbehaving_client_costs_a_well_behaved_one_nothing() {
+    let mut cfg = config();
+    cfg.symbols = 5;
+    let server = start(cfg).await;
+    let mut good = server.connect().await;
+    good.subscribe(&["*"]).await;
+    let mut last_seq = std::collections::HashMap::new();
+    let mut check = |msg: &serde_json::Value| {
+        let sym = msg["sym"].as_str().unwrap().to_string();
+        let seq = msg["seq"].as_u64().unwrap();
+        if let Some(prev) = last_seq.insert(sym.clone(), seq) {
+            assert_eq!(seq, prev + 1, "gap in {sym}");
+        }
+    };
+    for round in 0..20 {
+        // Abuse on another connection...
+        let mut bad = RawClient::connect(server.addr, &[]).await;
+        for _ in 0..50 {
+            bad.send_text("{broken").await;
+        }
+        bad.write(&client_frame(true, 1, false, b"unmasked")).await;
+        let (close, _) = bad.read_until_close().await;
+        assert_eq!(close.close_code(), 1002, "round {round}");
+        // ...while the good client's stream stays gap-free.
+        for _ in 0..20 {
+            let msg = good.recv().await;
+            if msg["type"] == "tick" || msg["type"] == "snapshot" {
+                check(&msg);
+            }
+        }
+    }
+    drop(good);
+    server.stop().await;
+}
