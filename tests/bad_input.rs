@@ -1,8 +1,7 @@
 //! Bad input gets a clear error or the right close code, and nobody else
 //! notices: every error code of protocol v1, every close code the reader
-//! sends, the HTTP errors, and the fastwebsockets traps this server guards
-//! against (unmasked frames, unbounded fragmented messages, double close,
-//! bytes sent right after the handshake).
+//! sends, and the HTTP errors. The fastwebsockets-specific traps have their
+//! own file, `fastwebsockets_traps.rs`.
 
 mod common;
 
@@ -129,36 +128,6 @@ async fn protocol_violations_get_1002_and_bad_utf8_gets_1007() {
             "{what}: nothing follows the close frame"
         );
     }
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn client_close_is_answered_by_exactly_one_close_frame() {
-    let server = start(config()).await;
-    let mut raw = RawClient::connect(server.addr, &[]).await;
-    raw.send_text(r#"{"op":"subscribe","symbols":["*"]}"#).await;
-    raw.recv_until(|v| v["type"] == "tick").await;
-    let mut payload = 1000u16.to_be_bytes().to_vec();
-    payload.extend_from_slice(b"bye");
-    raw.write(&client_frame(true, 8, true, &payload)).await;
-    let (close, _) = raw.read_until_close().await;
-    assert_eq!(close.close_code(), 1000);
-    assert_eq!(&close.payload[2..], b"bye");
-    let mut after = Vec::new();
-    while let Some(frame) = raw.read_frame().await {
-        after.push(frame);
-    }
-    assert!(after.is_empty(), "frames after the close: {after:?}");
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn a_request_sent_with_the_handshake_is_not_lost() {
-    let server = start(config()).await;
-    let early = client_frame(true, 1, true, br#"{"op":"ping","id":"early"}"#);
-    let mut raw = RawClient::connect(server.addr, &early).await;
-    let pong = raw.read_frame().await.expect("pong").json();
-    assert_eq!(pong, json!({"type": "pong", "id": "early"}));
     server.stop().await;
 }
 
