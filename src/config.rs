@@ -21,7 +21,7 @@ pub struct Config {
     /// Number of symbols the simulator trades: real US tickers first, then
     /// generated names.
     #[arg(long, env = "TICKCAST_SYMBOLS", default_value_t = 100,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub symbols: u32,
 
     /// Total ticks per second across all symbols.
@@ -105,6 +105,6 @@ mod tests {
         let err = Config::try_parse_from(["tickcast", "--rate", "0"]).unwrap_err();
         assert!(err.to_string().contains("give a rate above 0"), "{err}");
         let err = Config::try_parse_from(["tickcast", "--symbols", "0"]).unwrap_err();
-        assert!(err.to_string().contains("1..=1000000"), "{err}");
+        assert!(err.to_string().contains("1..=100000"), "{err}");
     }
 }

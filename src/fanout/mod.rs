@@ -24,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -39,12 +40,26 @@ use index::SubscriberIndex;
 /// Identifies one WebSocket connection for the server's lifetime.
 pub type ConnId = u64;
 
-/// Ticks handled per pass before the fan-out looks at commands again and
-/// lets other tasks run.
+/// Most ticks handled per pass before the fan-out looks at commands again
+/// and lets the writers run.
 const BATCH: usize = 1024;
+
+/// Most outbox pushes per pass: with many subscribers per tick, a pass ends
+/// after this much work even if fewer than [`BATCH`] ticks were read, so
+/// writers are never starved for long.
+const PUSH_BUDGET: usize = 64 * 1024;
 
 /// Capacity of the command channel; a session waits when it is full.
 pub const COMMAND_CAPACITY: usize = 4096;
+
+/// How a drain pass ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Pass {
+    /// The ring is empty.
+    Drained,
+    /// The pass hit its limit; more may be waiting.
+    Full,
+}
 
 /// A change requested by a session, applied in order with the ticks.
 #[derive(Debug)]
@@ -114,6 +129,12 @@ pub struct Fanout {
     index: SubscriberIndex,
     /// Last tick of each symbol, for snapshots and `/symbols`.
     last: Vec<Option<Tick>>,
+    /// The snapshot frame of each symbol, built on first demand after each
+    /// tick and shared by every subscriber that asks before the next one:
+    /// a thousand clients subscribing to `*` share one set of snapshots.
+    snapshot_frames: Vec<Option<Bytes>>,
+    /// The `subscribed` reply listing every symbol, built once.
+    all_subscribed: Option<Bytes>,
     stats: Arc<Stats>,
 }
 
@@ -127,6 +148,8 @@ impl Fanout {
         let fanout = Fanout {
             index: SubscriberIndex::new(symbols.len()),
             last: vec![None; symbols.len()],
+            snapshot_frames: vec![None; symbols.len()],
+            all_subscribed: None,
             symbols,
             stats,
         };
@@ -145,8 +168,7 @@ impl Fanout {
             while let Ok(command) = commands.try_recv() {
                 self.apply(command);
             }
-            let drained = self.drain(&mut cursor);
-            if drained == BATCH {
+            if self.drain(&mut cursor) == Pass::Full {
                 // More may be waiting: let writers run, then continue.
                 tokio::task::yield_now().await;
                 continue;
@@ -166,16 +188,21 @@ impl Fanout {
         }
     }
 
-    /// Fans out up to [`BATCH`] ticks; returns how many it read.
-    fn drain(&mut self, cursor: &mut Cursor<Tick>) -> usize {
+    /// Fans out what the ring holds, up to [`BATCH`] ticks or
+    /// [`PUSH_BUDGET`] pushes.
+    fn drain(&mut self, cursor: &mut Cursor<Tick>) -> Pass {
         let mut read = 0;
+        let mut pushes = 0;
         let mut now = None;
-        while read < BATCH {
+        let pass = loop {
+            if read == BATCH || pushes >= PUSH_BUDGET {
+                break Pass::Full;
+            }
             match cursor.try_read() {
                 Read::Item(tick) => {
                     read += 1;
                     let now = *now.get_or_insert_with(Instant::now);
-                    self.dispatch(&tick, now);
+                    pushes += self.dispatch(&tick, now);
                 }
                 Read::Lagged(missed) => {
                     Stats::add(&self.stats.ring_lagged, missed);
@@ -185,22 +212,26 @@ impl Fanout {
                          clients see seq gaps (raise --ring-capacity or lower --rate)"
                     );
                 }
-                Read::Empty => break,
+                Read::Empty => break Pass::Drained,
             }
-        }
+        };
         Stats::add(&self.stats.ticks_read, read as u64);
-        read
+        pass
     }
 
-    /// Serializes `tick` once and queues it to each of its subscribers.
-    pub fn dispatch(&mut self, tick: &Tick, now: Instant) {
+    /// Serializes `tick` once and queues it to each of its subscribers;
+    /// returns how many that was.
+    pub fn dispatch(&mut self, tick: &Tick, now: Instant) -> usize {
         let symbol = tick.symbol;
         self.last[symbol as usize] = Some(*tick);
+        self.snapshot_frames[symbol as usize] = None;
         if !self.index.has_subscribers(symbol) {
-            return;
+            return 0;
         }
         let frame = tick_frame(TickKind::Tick, self.symbols.name(symbol), tick);
+        let mut recipients = 0;
         for outbox in self.index.subscribers(symbol) {
+            recipients += 1;
             match outbox.push_tick(symbol, &frame, now) {
                 Pushed::Queued | Pushed::Dropped => {}
                 Pushed::Conflated => Stats::add(&self.stats.conflated, 1),
@@ -210,6 +241,18 @@ impl Fanout {
                 }
             }
         }
+        recipients
+    }
+
+    /// The shared snapshot frame of `symbol`, if it has traded.
+    fn snapshot_frame(&mut self, symbol: SymbolId) -> Option<Bytes> {
+        let tick = self.last[symbol as usize]?;
+        let symbols = &self.symbols;
+        Some(
+            self.snapshot_frames[symbol as usize]
+                .get_or_insert_with(|| tick_frame(TickKind::Snapshot, symbols.name(symbol), &tick))
+                .clone(),
+        )
     }
 
     /// Applies one session command.
@@ -231,16 +274,24 @@ impl Fanout {
                 } else {
                     self.index.subscribe(conn, &added);
                 }
-                let Some(outbox) = self.index.outbox(conn) else {
+                let Some(outbox) = self.index.outbox(conn).cloned() else {
                     return;
                 };
-                let names: Vec<&str> = added.iter().map(|&id| self.symbols.name(id)).collect();
-                let reply = ServerMsg::Subscribed { symbols: &names }.to_frame();
-                let snapshots = added.iter().filter_map(|&id| {
-                    let tick = self.last[id as usize]?;
-                    Some(tick_frame(TickKind::Snapshot, self.symbols.name(id), &tick))
-                });
-                outbox.push_replies(std::iter::once(reply).chain(snapshots));
+                let reply = if added.len() == self.symbols.len() {
+                    let symbols = &self.symbols;
+                    self.all_subscribed
+                        .get_or_insert_with(|| {
+                            let names: Vec<&str> =
+                                symbols.ids().map(|id| symbols.name(id)).collect();
+                            ServerMsg::Subscribed { symbols: &names }.to_frame()
+                        })
+                        .clone()
+                } else {
+                    let names: Vec<&str> = added.iter().map(|&id| self.symbols.name(id)).collect();
+                    ServerMsg::Subscribed { symbols: &names }.to_frame()
+                };
+                let snapshots = added.iter().filter_map(|&id| self.snapshot_frame(id));
+                outbox.push_replies(std::iter::once(reply).chain(snapshots.collect::<Vec<_>>()));
             }
             Command::Unsubscribe { conn, removed } => {
                 self.index.unsubscribe(conn, &removed);
