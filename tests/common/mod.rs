@@ -159,11 +159,16 @@ impl Client {
     }
 
     /// Reads until the server closes; returns its close frame. Text frames
-    /// before it are skipped.
+    /// before it are skipped. The client's answering close goes out before
+    /// this returns.
     pub async fn expect_close(&mut self) -> Option<CloseFrame<'static>> {
         loop {
             match within("a close frame", self.ws.next()).await {
-                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(Message::Close(frame))) => {
+                    // Polling on sends the queued answer and sees the end.
+                    let _ = within("the end of the stream", self.ws.next()).await;
+                    return frame;
+                }
                 Some(Ok(_)) => continue,
                 other => panic!("expected a close frame, got {other:?}"),
             }
