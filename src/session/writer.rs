@@ -55,6 +55,19 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
                 Take::Close(frame) => return send_close(socket, frame).await,
                 Take::Abort => return Ok(WriterExit::Aborted),
             }
+        } else if outbox.is_closing() {
+            // Closing: no further frame starts; a half-sent one is
+            // finished, or the stream would be corrupt before the close.
+            if front_started {
+                let frame = batch.pop_front().expect("front frame");
+                match tokio::time::timeout(CLOSE_GRACE, socket.write_all(&frame)).await {
+                    Ok(result) => result?,
+                    Err(_) => return Ok(WriterExit::Aborted),
+                }
+                front_started = false;
+            }
+            batch.clear();
+            continue;
         }
         let written = {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
@@ -65,45 +78,25 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
             tokio::select! {
                 biased;
                 written = socket.write_vectored(&slices[..count]) => Some(written?),
-                // Woken while the socket is full: maybe a close request.
+                // Woken while the socket is full: new frames (taken after
+                // this batch) or a close (checked at the top of the loop).
                 () = outbox.changed() => None,
             }
         };
-        match written {
-            Some(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Some(mut n) => {
-                while n > 0 {
-                    let front = batch.front_mut().expect("wrote more than was queued");
-                    if n >= front.len() {
-                        n -= front.len();
-                        batch.pop_front();
-                        front_started = false;
-                    } else {
-                        front.advance(n);
-                        front_started = true;
-                        n = 0;
-                    }
-                }
-            }
-            None => {
-                if outbox.is_closing() {
-                    // Keep only a half-sent frame; finish it, then close.
-                    if front_started {
-                        batch.truncate(1);
-                        let finish = async {
-                            let frame = batch.pop_front().expect("front frame");
-                            socket.write_all(&frame).await
-                        };
-                        match tokio::time::timeout(CLOSE_GRACE, finish).await {
-                            Ok(result) => result?,
-                            Err(_) => return Ok(WriterExit::Aborted),
-                        }
-                    }
-                    batch.clear();
-                    front_started = false;
-                }
-                // Otherwise new frames arrived while writing: carry on, the
-                // next take picks them up after this batch.
+        let Some(mut n) = written else { continue };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let front = batch.front_mut().expect("wrote more than was queued");
+            if n >= front.len() {
+                n -= front.len();
+                batch.pop_front();
+                front_started = false;
+            } else {
+                front.advance(n);
+                front_started = true;
+                n = 0;
             }
         }
     }
@@ -117,5 +110,172 @@ async fn send_close<W: AsyncWrite + Unpin>(socket: &mut W, frame: Bytes) -> io::
     match tokio::time::timeout(CLOSE_GRACE, send).await {
         Ok(result) => result.map(|()| WriterExit::Closed),
         Err(_) => Ok(WriterExit::Aborted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::{close_frame, text_frame};
+    use crate::session::outbox::OutboxLimits;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+    use std::time::Instant;
+
+    /// A socket that records each write call, accepts at most `per_call`
+    /// bytes per call, and can be held blocked.
+    #[derive(Default)]
+    struct Socket {
+        written: Vec<u8>,
+        /// Number of slices offered in each write call.
+        calls: Vec<usize>,
+        per_call: usize,
+        /// Block once this many calls were made.
+        block_after: Option<usize>,
+        blocked: bool,
+        waker: Option<Waker>,
+    }
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Socket>>);
+
+    impl AsyncWrite for Shared {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut socket = self.0.lock().unwrap();
+            if socket.blocked {
+                socket.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            socket.calls.push(bufs.len());
+            if socket.block_after == Some(socket.calls.len()) {
+                socket.blocked = true;
+            }
+            let mut budget = socket.per_call;
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(budget);
+                socket.written.extend_from_slice(&buf[..take]);
+                budget -= take;
+                n += take;
+                if budget == 0 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn outbox() -> Arc<Outbox> {
+        Arc::new(Outbox::new(OutboxLimits {
+            max_bytes: 1 << 20,
+            slow_consumer_timeout: Duration::from_secs(60),
+        }))
+    }
+
+    fn frames(n: usize) -> Vec<Bytes> {
+        (0..n)
+            .map(|i| text_frame(format!("{{\"n\":{i}}}").as_bytes()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_pass_costs_one_write_call_per_max_iovecs_frames() {
+        let outbox = outbox();
+        let socket = Shared::default();
+        socket.0.lock().unwrap().per_call = usize::MAX;
+        let frames = frames(MAX_IOVECS + 10);
+        for frame in &frames {
+            outbox.push_tick(0, frame, Instant::now());
+        }
+        let mut sink = socket.clone();
+        let writer = run(&mut sink, &outbox);
+        tokio::pin!(writer);
+        // Drive the writer until it has sent everything and waits.
+        while socket.0.lock().unwrap().written.len() < frames.iter().map(Bytes::len).sum() {
+            tokio::select! {
+                biased;
+                _ = &mut writer => panic!("writer ended early"),
+                () = tokio::task::yield_now() => {}
+            }
+        }
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let socket = socket.0.lock().unwrap();
+        assert_eq!(socket.written, expected);
+        assert_eq!(
+            socket.calls,
+            [MAX_IOVECS, 10],
+            "two system calls for all frames"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_close_during_a_partial_write_finishes_that_frame_first() {
+        let outbox = outbox();
+        let socket = Shared::default();
+        {
+            let mut s = socket.0.lock().unwrap();
+            s.per_call = 5;
+            s.block_after = Some(1);
+        }
+        let frames = frames(3);
+        for frame in &frames {
+            outbox.push_tick(0, frame, Instant::now());
+        }
+        let mut sink = socket.clone();
+        let writer = run(&mut sink, &outbox);
+        tokio::pin!(writer);
+        // One partial write of the first frame, then the socket blocks.
+        tokio::select! {
+            biased;
+            _ = &mut writer => panic!("writer ended early"),
+            () = tokio::task::yield_now() => {}
+        }
+        assert_eq!(socket.0.lock().unwrap().written, frames[0][..5]);
+        assert!(outbox.close(close_frame(1008, "slow consumer")));
+        // The writer sees the close while the socket is still full...
+        tokio::select! {
+            biased;
+            _ = &mut writer => panic!("writer ended early"),
+            () = tokio::task::yield_now() => {}
+        }
+        // ...and when it drains, only the rest of the half-sent frame and
+        // the close frame follow.
+        {
+            let mut s = socket.0.lock().unwrap();
+            s.blocked = false;
+            s.per_call = usize::MAX;
+            if let Some(waker) = s.waker.take() {
+                waker.wake();
+            }
+        }
+        assert_eq!(writer.await.unwrap(), WriterExit::Closed);
+        let mut expected = frames[0].to_vec();
+        expected.extend_from_slice(&close_frame(1008, "slow consumer"));
+        assert_eq!(socket.0.lock().unwrap().written, expected);
     }
 }
