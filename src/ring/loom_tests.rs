@@ -3,7 +3,7 @@
 //! two-word record whose words must agree, so that a torn read fails.
 //!
 //! Run with
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib ring::loom`.
+//! `RUSTFLAGS="--cfg tickcast_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --lib ring::loom`.
 //! Readers make a bounded number of `try_read` calls instead of spinning, so
 //! each model stays small. After the producer is done, the main thread drains
 //! each cursor to check the totals.

@@ -104,11 +104,11 @@
 //!   record instead of a stale `Empty`.
 //!
 //! The exact code is checked by loom (`loom_tests.rs`, run with
-//! `RUSTFLAGS="--cfg loom" cargo test --release --lib ring::loom`). Every
+//! `RUSTFLAGS="--cfg tickcast_loom" cargo test --release --lib ring::loom`). Every
 //! atomic and fence comes from `sync.rs`, which swaps in loom's versions.
 #![forbid(unsafe_code)]
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, tickcast_loom))]
 mod loom_tests;
 mod sync;
 
@@ -478,7 +478,7 @@ impl<T> fmt::Debug for Cursor<T> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(tickcast_loom)))]
 mod tests {
     use super::{channel, Cursor, Producer, Read, Record};
     use std::thread;
