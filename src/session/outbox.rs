@@ -92,6 +92,8 @@ struct State {
     reply_bytes: usize,
     /// While behind: the newest tick frame per symbol, sent after `queue`.
     latest: IndexMap<SymbolId, Bytes>,
+    /// Bytes of the frames in `latest`.
+    latest_bytes: usize,
     /// When the client fell behind; `None` while it keeps up.
     behind_since: Option<Instant>,
     closing: Closing,
@@ -119,6 +121,7 @@ impl Outbox {
                 tick_bytes: 0,
                 reply_bytes: 0,
                 latest: IndexMap::new(),
+                latest_bytes: 0,
                 behind_since: None,
                 closing: Closing::Open,
                 peak_bytes: 0,
@@ -149,11 +152,11 @@ impl Outbox {
                 self.changed.notify_one();
                 return Pushed::ClosedSlow;
             }
-            state.latest.insert(symbol, frame.clone());
+            Self::keep_newest(&mut state, symbol, frame);
             Pushed::Conflated
         } else if state.tick_bytes + frame.len() > self.limits.max_bytes {
             state.behind_since = Some(now);
-            state.latest.insert(symbol, frame.clone());
+            Self::keep_newest(&mut state, symbol, frame);
             Pushed::Conflated
         } else {
             state.tick_bytes += frame.len();
@@ -208,7 +211,9 @@ impl Outbox {
         let mut state = self.lock();
         if !state.latest.is_empty() {
             for symbol in symbols {
-                state.latest.swap_remove(symbol);
+                if let Some(old) = state.latest.swap_remove(symbol) {
+                    state.latest_bytes -= old.len();
+                }
             }
         }
     }
@@ -236,6 +241,7 @@ impl Outbox {
         }
         state.queue.clear();
         state.latest.clear();
+        state.latest_bytes = 0;
         drop(state);
         self.changed.notify_one();
         self.drained.notify_waiters();
@@ -244,14 +250,23 @@ impl Outbox {
     fn close_locked(state: &mut State, frame: Bytes) {
         state.queue.clear();
         state.latest.clear();
+        state.latest_bytes = 0;
         state.tick_bytes = 0;
         state.reply_bytes = 0;
         state.closing = Closing::Pending(frame);
     }
 
+    /// Conflation: `frame` takes the place of any older unsent tick of
+    /// `symbol` in the while-behind map.
+    fn keep_newest(state: &mut State, symbol: SymbolId, frame: &Bytes) {
+        if let Some(old) = state.latest.insert(symbol, frame.clone()) {
+            state.latest_bytes -= old.len();
+        }
+        state.latest_bytes += frame.len();
+    }
+
     fn note_peak(state: &mut State) {
-        let latest: usize = state.latest.values().map(Bytes::len).sum();
-        let total = state.tick_bytes + state.reply_bytes + latest;
+        let total = state.tick_bytes + state.reply_bytes + state.latest_bytes;
         state.peak_bytes = state.peak_bytes.max(total);
     }
 
@@ -280,6 +295,7 @@ impl Outbox {
             batch.extend(state.queue.drain(..));
         }
         batch.extend(state.latest.drain(..).map(|(_, frame)| frame));
+        state.latest_bytes = 0;
         state.tick_bytes = 0;
         state.reply_bytes = 0;
         drop(state);
