@@ -4,7 +4,7 @@
 //! the same for every recipient: the `fanout` builds each tick's frame once
 //! and every session writes the same [`Bytes`].
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Room reserved in front of a payload for the largest header used here
 /// (2 bytes + 16-bit extended length; payloads over 64 KiB use 10).
@@ -20,7 +20,9 @@ pub fn text_frame_with(capacity: usize, write_payload: impl FnOnce(&mut BytesMut
     if len < 126 {
         buf[2] = 0x81; // FIN + text
         buf[3] = len as u8;
-        buf.freeze().slice(2..)
+        // Moves the start without copying or reallocating.
+        buf.advance(2);
+        buf.freeze()
     } else if len <= u16::MAX as usize {
         buf[0] = 0x81;
         buf[1] = 126;
