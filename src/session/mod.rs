@@ -16,13 +16,15 @@ pub mod outbox;
 pub mod reader;
 pub mod writer;
 
+use std::future::Future;
 use std::io::Cursor;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::{after_handshake_split, FragmentCollectorRead, Role};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, Chain};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::fanout::{Command, ConnId, FanoutHandle};
@@ -31,7 +33,7 @@ use crate::stats::Stats;
 use crate::tick::SymbolTable;
 use guard::{FrameGuard, GuardLimits};
 use outbox::{Outbox, OutboxLimits};
-use reader::Reader;
+use reader::{read_messages, Reader};
 
 /// What every session needs from the server.
 #[derive(Debug)]
@@ -50,21 +52,56 @@ pub struct SessionContext {
     pub stats: Arc<Stats>,
 }
 
-/// Serves one upgraded connection until it closes. `early` holds bytes the
-/// client sent right after its handshake, which hyper had already read.
-pub async fn run(conn: ConnId, socket: TcpStream, early: Bytes, ctx: Arc<SessionContext>) {
-    let (read_half, mut write_half) = socket.into_split();
-    let stream = FrameGuard::new(Cursor::new(early).chain(read_half), ctx.guard_limits);
+/// The read side of an upgraded socket: bytes hyper had already read
+/// first, then the socket, checked by the guard, parsed by fastwebsockets.
+pub type SocketReader = FragmentCollectorRead<FrameGuard<Chain<Cursor<Bytes>, OwnedReadHalf>>>;
+
+/// Splits an upgraded socket into its guarded frame reader and its raw
+/// write half (which only the `writer` uses). `early` holds bytes the peer
+/// sent right after its handshake, which hyper had already read.
+pub fn split(
+    socket: TcpStream,
+    early: Bytes,
+    limits: GuardLimits,
+) -> (SocketReader, OwnedWriteHalf) {
+    let (read_half, write_half) = socket.into_split();
+    let stream = FrameGuard::new(Cursor::new(early).chain(read_half), limits);
     // The library's write half is unused: our writer owns the socket's.
     let (mut ws_read, _unused) = after_handshake_split(stream, tokio::io::sink(), Role::Server);
     // The guard enforces the real limit first, with the right close code.
     ws_read.set_max_message_size(
-        usize::try_from(ctx.guard_limits.max_message_bytes)
+        usize::try_from(limits.max_message_bytes)
             .unwrap_or(usize::MAX)
             .saturating_add(1),
     );
-    let ws_read = FragmentCollectorRead::new(ws_read);
+    (FragmentCollectorRead::new(ws_read), write_half)
+}
 
+/// Runs a connection: `reader` in a task of its own (`read_frame` must
+/// not be cancelled mid-frame), the writer here. Returns once the writer is
+/// done and the reader has ended or had [`writer::CLOSE_GRACE`] to read the
+/// peer's answering close.
+pub async fn drive(
+    outbox: &Outbox,
+    mut write_half: OwnedWriteHalf,
+    reader: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut reader_task = tokio::spawn(reader);
+    if let Err(err) = writer::run(&mut write_half, outbox).await {
+        tracing::debug!(%err, "write failed; the peer is gone");
+        outbox.abort();
+    }
+    if tokio::time::timeout(writer::CLOSE_GRACE, &mut reader_task)
+        .await
+        .is_err()
+    {
+        reader_task.abort();
+    }
+}
+
+/// Serves one upgraded client connection until it closes.
+pub async fn run(conn: ConnId, socket: TcpStream, early: Bytes, ctx: Arc<SessionContext>) {
+    let (ws_read, write_half) = split(socket, early, ctx.guard_limits);
     let outbox = Arc::new(Outbox::new(ctx.outbox_limits));
     if !ctx
         .fanout
@@ -86,23 +123,11 @@ pub async fn run(conn: ConnId, socket: TcpStream, early: Bytes, ctx: Arc<Session
         ctx.symbols.clone(),
         ctx.max_subscriptions,
     );
-    let mut reader_task = tokio::spawn(async move { reader.run(ws_read).await });
-
-    match writer::run(&mut write_half, &outbox).await {
-        Ok(_) => {}
-        Err(err) => {
-            tracing::debug!(conn, %err, "write failed; the client is gone");
-            outbox.abort();
-        }
-    }
-    // Our close is out (or the peer is gone): give the client a moment to
-    // answer with its own close, then drop the socket.
-    if tokio::time::timeout(writer::CLOSE_GRACE, &mut reader_task)
-        .await
-        .is_err()
-    {
-        reader_task.abort();
-    }
+    let reader_outbox = outbox.clone();
+    drive(&outbox, write_half, async move {
+        read_messages(ws_read, &reader_outbox, &mut reader).await;
+    })
+    .await;
     ctx.fanout.send(Command::Detach { conn }).await;
     ctx.stats.sessions_open.fetch_sub(1, Ordering::Relaxed);
 }

@@ -1,16 +1,18 @@
 //! The session's reader: client frames in, requests to the `fanout`,
 //! replies to the `outbox`.
 //!
-//! It reads with fastwebsockets' `FragmentCollectorRead` behind a
-//! [`FrameGuard`](super::guard::FrameGuard), validates each request against
-//! the connection's own subscription state (so a client's mistakes cost the
-//! shared fan-out nothing), and turns protocol faults into the right close
-//! code: 1002 protocol error, 1007 invalid UTF-8, 1009 too large.
+//! [`read_messages`] reads with fastwebsockets' `FragmentCollectorRead`
+//! behind a [`FrameGuard`](super::guard::FrameGuard) and turns protocol
+//! faults into the right close code: 1002 protocol error, 1007 invalid
+//! UTF-8, 1009 too large. [`Reader`] handles a client's requests and
+//! validates each against the connection's own subscription state, so a
+//! client's mistakes cost the shared fan-out nothing.
 //!
 //! `read_frame` is not cancellation-safe, so the reader runs in a task of
 //! its own and is only ever dropped when the connection is over.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 
 use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, WebSocketError};
@@ -33,6 +35,96 @@ pub enum ReaderExit {
     Violation(u16),
     /// The connection dropped, or the server closed it first.
     Gone,
+}
+
+/// What a connection does with the text messages it receives: client
+/// requests here, published ticks in `feed::ingest`.
+pub trait Messages {
+    /// Handles one complete text message. `payload` is scratch afterwards.
+    fn text(&mut self, payload: &mut [u8]) -> impl Future<Output = ()> + Send;
+}
+
+/// Reads frames until the connection ends, handing text messages to
+/// `messages` and answering everything else itself: binary frames get
+/// `binary_not_supported`, pings a pong, a close its echo, and protocol
+/// faults the right close code.
+pub async fn read_messages<S, M>(
+    mut ws: FragmentCollectorRead<S>,
+    outbox: &Outbox,
+    messages: &mut M,
+) -> ReaderExit
+where
+    S: AsyncRead + Unpin,
+    M: Messages,
+{
+    // fastwebsockets hands us the frames it must answer (pong, close
+    // echo); they go out through the outbox like everything else, so
+    // there is exactly one writer and one close frame.
+    let mut obligated = |frame: Frame<'_>| {
+        match frame.opcode {
+            OpCode::Pong => outbox.push_reply(pong_frame(&frame.payload)),
+            OpCode::Close => {
+                outbox.close(close_frame_echo(&frame.payload));
+            }
+            _ => {}
+        }
+        std::future::ready(Ok::<(), std::convert::Infallible>(()))
+    };
+    loop {
+        // Hold back while this peer has not read its earlier replies.
+        outbox.replies_drained().await;
+        if outbox.is_closing() {
+            return ReaderExit::Gone;
+        }
+        let frame = match ws.read_frame(&mut obligated).await {
+            Ok(frame) => frame,
+            Err(err) => return fault(err, outbox),
+        };
+        match frame.opcode {
+            OpCode::Text => {
+                let mut payload = frame.payload.to_vec();
+                messages.text(&mut payload).await;
+            }
+            OpCode::Binary => outbox.push_reply(
+                ProtocolError::new(
+                    ErrorCode::BinaryNotSupported,
+                    "binary frames are not supported; send JSON as text frames",
+                )
+                .to_frame(),
+            ),
+            OpCode::Close => return ReaderExit::ClientClosed,
+            // Pings were answered through `obligated`; pongs need nothing.
+            _ => {}
+        }
+    }
+}
+
+/// Maps a read error to the close the peer gets.
+fn fault(err: WebSocketError, outbox: &Outbox) -> ReaderExit {
+    let (code, reason): (u16, String) = match &err {
+        WebSocketError::IoError(io) => match Violation::of(io) {
+            Some(v @ Violation::Unmasked) => (1002, v.to_string()),
+            Some(v) => (1009, v.to_string()),
+            None => return gone(outbox),
+        },
+        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => return gone(outbox),
+        WebSocketError::FrameTooLarge => (1009, "message too large".into()),
+        WebSocketError::InvalidUTF8 => (1007, "invalid UTF-8 in a text message".into()),
+        other => (1002, format!("protocol error: {other}")),
+    };
+    outbox.close(close_frame(code, &reason));
+    ReaderExit::Violation(code)
+}
+
+fn gone(outbox: &Outbox) -> ReaderExit {
+    outbox.abort();
+    ReaderExit::Gone
+}
+
+impl Messages for Reader {
+    fn text(&mut self, payload: &mut [u8]) -> impl Future<Output = ()> + Send {
+        self.handle_text_inner(payload)
+    }
 }
 
 /// One connection's subscriptions, as the client asked for them.
@@ -74,77 +166,7 @@ impl Reader {
         }
     }
 
-    /// Reads and handles client frames until the connection ends.
-    pub async fn run<S: AsyncRead + Unpin>(
-        &mut self,
-        mut ws: FragmentCollectorRead<S>,
-    ) -> ReaderExit {
-        let outbox = self.outbox.clone();
-        // fastwebsockets hands us the frames it must answer (pong, close
-        // echo); they go out through the outbox like everything else, so
-        // there is exactly one writer and one close frame.
-        let mut obligated = |frame: Frame<'_>| {
-            match frame.opcode {
-                OpCode::Pong => outbox.push_reply(pong_frame(&frame.payload)),
-                OpCode::Close => {
-                    outbox.close(close_frame_echo(&frame.payload));
-                }
-                _ => {}
-            }
-            std::future::ready(Ok::<(), std::convert::Infallible>(()))
-        };
-        loop {
-            // Hold back while this client has not read its earlier replies.
-            self.outbox.replies_drained().await;
-            if self.outbox.is_closing() {
-                return ReaderExit::Gone;
-            }
-            let frame = match ws.read_frame(&mut obligated).await {
-                Ok(frame) => frame,
-                Err(err) => return self.fault(err),
-            };
-            match frame.opcode {
-                OpCode::Text => {
-                    let mut payload = frame.payload.to_vec();
-                    self.handle_text(&mut payload).await;
-                }
-                OpCode::Binary => self.outbox.push_reply(
-                    ProtocolError::new(
-                        ErrorCode::BinaryNotSupported,
-                        "binary frames are not supported; send JSON requests as text frames",
-                    )
-                    .to_frame(),
-                ),
-                OpCode::Close => return ReaderExit::ClientClosed,
-                // Pings were answered through `obligated`; pongs need nothing.
-                _ => {}
-            }
-        }
-    }
-
-    /// Maps a read error to the close the client gets.
-    fn fault(&self, err: WebSocketError) -> ReaderExit {
-        let (code, reason): (u16, String) = match &err {
-            WebSocketError::IoError(io) => match Violation::of(io) {
-                Some(v @ Violation::Unmasked) => (1002, v.to_string()),
-                Some(v) => (1009, v.to_string()),
-                None => return self.gone(),
-            },
-            WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => return self.gone(),
-            WebSocketError::FrameTooLarge => (1009, "message too large".into()),
-            WebSocketError::InvalidUTF8 => (1007, "invalid UTF-8 in a text message".into()),
-            other => (1002, format!("protocol error: {other}")),
-        };
-        self.outbox.close(close_frame(code, &reason));
-        ReaderExit::Violation(code)
-    }
-
-    fn gone(&self) -> ReaderExit {
-        self.outbox.abort();
-        ReaderExit::Gone
-    }
-
-    async fn handle_text(&mut self, payload: &mut [u8]) {
+    async fn handle_text_inner(&mut self, payload: &mut [u8]) {
         match ClientMsg::parse(payload) {
             Err(err) => self.outbox.push_reply(err.to_frame()),
             Ok(ClientMsg::Ping { id }) => self
