@@ -5,7 +5,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+/// Where the ticks come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FeedSource {
+    /// The built-in price simulator.
+    Sim,
+    /// External publishers at `GET /ingest` (needs `--ingest-token`).
+    Ingest,
+}
 
 /// tickcast: a market-data ticker fan-out server.
 ///
@@ -27,6 +36,16 @@ pub struct Config {
     /// Total ticks per second across all symbols.
     #[arg(long, env = "TICKCAST_RATE", default_value_t = 1000.0, value_parser = parse_rate)]
     pub rate: f64,
+
+    /// Where ticks come from: `sim`, the built-in simulator, or `ingest`,
+    /// a publisher connecting to /ingest (e.g. `feed-sim publish`).
+    #[arg(long, env = "TICKCAST_FEED", value_enum, default_value = "sim")]
+    pub feed: FeedSource,
+
+    /// Token a publisher must present at /ingest, as `Authorization:
+    /// Bearer TOKEN` or `?token=TOKEN`. Required with `--feed ingest`.
+    #[arg(long, env = "TICKCAST_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
 
     /// Seed of the simulator: the same seed gives the same tick stream.
     #[arg(long, env = "TICKCAST_SEED", default_value_t = 1)]

@@ -19,9 +19,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, FeedSource};
 use crate::error::Error;
 use crate::fanout::Fanout;
+use crate::feed::ingest::IngestPort;
 use crate::feed::{self, sim::Simulator, symbols::universe};
 use crate::http::{self, AppState};
 use crate::ring;
@@ -85,13 +86,44 @@ impl Server {
         let specs = universe(config.symbols as usize);
         let symbols = Arc::new(SymbolTable::new(specs.iter().map(|s| s.name.clone())));
 
-        // Stage 1 → 2: the feed thread writes the ring.
+        let outbox_limits = OutboxLimits {
+            max_bytes: config.max_outbox_bytes,
+            slow_consumer_timeout: config.slow_consumer_timeout,
+        };
+        let guard_limits = GuardLimits {
+            max_message_bytes: config.max_message_bytes,
+            max_fragments: MAX_FRAGMENTS,
+        };
+
+        // Stage 1 → 2: the feed writes the ring, from the simulator thread
+        // or from a publisher connected to /ingest.
         let producer = ring::channel::<Tick>(config.ring_capacity as usize);
         let cursor = producer.cursor();
         let wake = Arc::new(Notify::new());
-        let simulator = Simulator::new(&specs, config.rate, config.seed);
-        let feed = feed::spawn_simulator(simulator, config.rate, producer, wake.clone())
-            .map_err(Error::FeedThread)?;
+        let (feed, ingest) = match config.feed {
+            FeedSource::Sim => {
+                let simulator = Simulator::new(&specs, config.rate, config.seed);
+                let feed = feed::spawn_simulator(simulator, config.rate, producer, wake.clone())
+                    .map_err(Error::FeedThread)?;
+                (Some(feed), None)
+            }
+            FeedSource::Ingest => {
+                let token = config
+                    .ingest_token
+                    .clone()
+                    .ok_or(Error::MissingIngestToken)?;
+                let port = IngestPort::new(
+                    producer,
+                    wake.clone(),
+                    token,
+                    symbols.clone(),
+                    stats.clone(),
+                    guard_limits,
+                    outbox_limits,
+                );
+                (None, Some(Arc::new(port)))
+            }
+        };
 
         // Stage 2 → 3: the fan-out reads the ring.
         let token = CancellationToken::new();
@@ -103,18 +135,13 @@ impl Server {
             session: Arc::new(SessionContext {
                 symbols,
                 fanout: handle.clone(),
-                outbox_limits: OutboxLimits {
-                    max_bytes: config.max_outbox_bytes,
-                    slow_consumer_timeout: config.slow_consumer_timeout,
-                },
-                guard_limits: GuardLimits {
-                    max_message_bytes: config.max_message_bytes,
-                    max_fragments: MAX_FRAGMENTS,
-                },
+                outbox_limits,
+                guard_limits,
                 max_subscriptions: config.max_subscriptions,
                 stats,
             }),
             fanout: handle,
+            ingest,
             next_conn: AtomicU64::new(1),
             shutdown: token.clone(),
             tasks: TaskTracker::new(),
@@ -141,7 +168,9 @@ impl Server {
         {
             tracing::warn!("some connections did not close within the shutdown grace period");
         }
-        feed.stop();
+        if let Some(feed) = feed {
+            feed.stop();
+        }
         Ok(())
     }
 }

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 /// Server-wide counters.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Ticks publishers sent through `/ingest` and the ring accepted.
+    pub ticks_ingested: AtomicU64,
     /// Ticks the fan-out has read from the ring.
     pub ticks_read: AtomicU64,
     /// Ticks the fan-out lost because it fell a whole ring behind.

@@ -7,8 +7,11 @@
 //! producer never waits for consumers (the ring overwrites, readers that
 //! fall a whole ring behind are told how much they lost).
 //!
-//! The built-in source is the [`sim::Simulator`] paced by [`pacer::Pacer`].
+//! The built-in source is the [`sim::Simulator`] paced by [`pacer::Pacer`];
+//! with `--feed ingest`, an external publisher fills the ring through
+//! [`ingest`] instead.
 
+pub mod ingest;
 pub mod pacer;
 pub mod sim;
 pub mod symbols;

@@ -2,6 +2,7 @@
 //! routes requests.
 //!
 //! * `GET /ws` → [`ws`]: WebSocket upgrade, then a `session`.
+//! * `GET /ingest` → [`ws`]: a publisher's upgrade (with `--feed ingest`).
 //! * `GET /healthz`, `GET /symbols` → [`status`].
 //! * anything else → 404 with a list of the routes.
 
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::fanout::{ConnId, FanoutHandle};
+use crate::feed::ingest::IngestPort;
 use crate::session::SessionContext;
 
 /// Response body type of every route.
@@ -37,6 +39,8 @@ pub struct AppState {
     pub session: Arc<SessionContext>,
     /// For `/symbols`.
     pub fanout: FanoutHandle,
+    /// Where publishers plug in, with `--feed ingest`.
+    pub ingest: Option<Arc<IngestPort>>,
     /// Source of connection ids.
     pub next_conn: AtomicU64,
     /// Fires on shutdown.
@@ -98,6 +102,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
 async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<Body>, Infallible> {
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") => ws::upgrade(req, &state),
+        (&Method::GET, "/ingest") => ws::ingest(req, &state),
         (&Method::GET, "/healthz") => status::healthz(),
         (&Method::GET, "/symbols") => status::symbols(&state).await,
         (_, "/ws" | "/healthz" | "/symbols") => {

@@ -6,6 +6,7 @@
 //! after its handshake, because the session writes pre-built shared frames
 //! to the socket itself.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,15 +17,108 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::{text, AppState, Body};
+use crate::feed::ingest::Refused;
 use crate::session;
 
-/// Answers an upgrade request with 101 and starts the session, or explains
-/// why not.
-pub fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+/// `GET /ws`: answers an upgrade request with 101 and starts a client
+/// session, or explains why not.
+pub fn upgrade(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+    let conn = state.conn_id();
+    let ctx = state.session.clone();
+    accept(req, state, move |socket, early| {
+        session::run(conn, socket, early, ctx)
+    })
+}
+
+/// `GET /ingest`: admits a publisher (401 without the right token, 409
+/// while another is connected) and hands it the ring.
+pub fn ingest(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+    let Some(port) = &state.ingest else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this server runs its built-in feed; start it with --feed ingest --ingest-token TOKEN to accept publishers\n",
+        );
+    };
+    let publisher = match port.admit(presented_token(&req).as_deref()) {
+        Ok(publisher) => publisher,
+        Err(Refused::BadToken) => {
+            let mut response = text(
+                StatusCode::UNAUTHORIZED,
+                "a publisher needs the server's ingest token: send `Authorization: Bearer TOKEN` or ?token=TOKEN\n",
+            );
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+        Err(Refused::Busy) => {
+            return text(
+                StatusCode::CONFLICT,
+                "another publisher is connected; only one may publish at a time\n",
+            )
+        }
+    };
+    accept(req, state, move |socket, early| {
+        publisher.run(socket, early)
+    })
+}
+
+/// The token in `Authorization: Bearer …` or the `token` query parameter.
+fn presented_token(req: &Request<Incoming>) -> Option<String> {
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(token) = header {
+        return Some(token.trim().to_string());
+    }
+    req.uri().query()?.split('&').find_map(|pair| {
+        let value = pair.strip_prefix("token=")?;
+        Some(percent_decode(value))
+    })
+}
+
+/// Decodes `%XX` escapes (and `+` as space) of a query value.
+fn percent_decode(value: &str) -> String {
+    fn hex(byte: u8) -> Option<u8> {
+        (byte as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&hi), Some(&lo)) => hex(hi).zip(hex(lo)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, other) => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Performs the handshake and, once hyper has switched protocols, runs
+/// `serve` on the raw socket and the bytes the peer sent after its
+/// handshake.
+fn accept<F, Fut>(mut req: Request<Incoming>, state: &Arc<AppState>, serve: F) -> Response<Body>
+where
+    F: FnOnce(TcpStream, Bytes) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         let mut response = text(
             StatusCode::UPGRADE_REQUIRED,
-            "/ws is a WebSocket endpoint: connect with a WebSocket client, \
+            "this is a WebSocket endpoint: connect with a WebSocket client, \
              e.g. `websocat ws://HOST:PORT/ws`, then send {\"op\":\"subscribe\",\"symbols\":[\"AAPL\"]}\n",
         );
         response.headers_mut().insert(
@@ -45,20 +139,30 @@ pub fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Bo
                 "bad WebSocket handshake: send Sec-WebSocket-Key and Sec-WebSocket-Version: 13\n",
             ),
         };
-    let conn = state.conn_id();
-    let ctx = state.session.clone();
     state.tasks.spawn(async move {
         let upgraded = match upgrade.await {
             Ok(ws) => ws.into_inner().into_inner(),
             Err(err) => {
-                tracing::debug!(conn, %err, "WebSocket upgrade did not complete");
+                tracing::debug!(%err, "WebSocket upgrade did not complete");
                 return;
             }
         };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => session::run(conn, parts.io.into_inner(), parts.read_buf, ctx).await,
-            Err(_) => tracing::error!(conn, "upgraded connection is not a TCP stream"),
+            Ok(parts) => serve(parts.io.into_inner(), parts.read_buf).await,
+            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }
     });
     response.map(|_| Full::new(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn query_tokens_are_percent_decoded() {
+        assert_eq!(percent_decode("a%2Bb+c%zz%4"), "a+b c%zz%4");
+        assert_eq!(percent_decode("%C3%A9%"), "é%");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
 }

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     TooManySymbols,
     /// The client sent a binary frame; the protocol is JSON text only.
     BinaryNotSupported,
+    /// A publisher's tick was refused (`/ingest` only).
+    BadTick,
 }
 
 impl ErrorCode {
@@ -34,6 +36,7 @@ impl ErrorCode {
             ErrorCode::UnknownSymbol => "unknown_symbol",
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::BadTick => "bad_tick",
         }
     }
 }

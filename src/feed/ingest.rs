@@ -1,0 +1,296 @@
+//! The ingest feed: an external publisher (`feed-sim publish`, or any
+//! program speaking this protocol) sends ticks over a WebSocket at
+//! `GET /ingest`, and they enter the ring exactly as the built-in
+//! simulator's would, keeping the publisher's `seq` and `ts`.
+//!
+//! One publisher at a time holds the ring's single [`Producer`]: it is
+//! taken from the [`IngestPort`] when a publisher connects (a second one
+//! gets 409) and put back when it leaves, so a publisher can reconnect and
+//! carry on. Access needs the token given with `--ingest-token`.
+//!
+//! Wire format (text frames, JSON): one tick object, or an array of them,
+//! in the same shape clients receive (`type` is optional and ignored):
+//!
+//! ```json
+//! [{"sym":"AAPL","seq":42,"px":187.25,"bid":187.24,"ask":187.26,"size":300,"ts":1732250000123456789}]
+//! ```
+//!
+//! Each symbol's `seq` must increase; a tick that does not, names a symbol
+//! the server does not carry, or has a price that is not a finite
+//! non-negative number is refused with an `error` reply (`bad_tick`,
+//! `unknown_symbol`) and the rest of the message is still published. A
+//! `seq` that skips ahead is published as is: clients see the gap the
+//! publisher made.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::ring::Producer;
+use crate::session::guard::GuardLimits;
+use crate::session::outbox::{Outbox, OutboxLimits};
+use crate::session::reader::{read_messages, Messages};
+use crate::stats::Stats;
+use crate::tick::{SymbolId, SymbolTable, Tick};
+
+/// The ring's producer and the per-symbol state that outlives one
+/// publisher connection.
+#[derive(Debug)]
+struct Slot {
+    producer: Producer<Tick>,
+    /// Last `seq` published per symbol (0: none yet).
+    last_seq: Vec<u64>,
+}
+
+/// Where publishers plug in. See the module docs.
+#[derive(Debug)]
+pub struct IngestPort {
+    slot: Mutex<Option<Slot>>,
+    wake: Arc<Notify>,
+    token: String,
+    symbols: Arc<SymbolTable>,
+    stats: Arc<Stats>,
+    /// Limits for the publisher's own connection.
+    pub guard_limits: GuardLimits,
+    /// Limits for replies to the publisher.
+    pub outbox_limits: OutboxLimits,
+}
+
+/// Why a publisher may not connect.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No token, or the wrong one.
+    BadToken,
+    /// Another publisher is connected.
+    Busy,
+}
+
+impl IngestPort {
+    /// A port that feeds `producer`, waking `wake` after each message.
+    pub fn new(
+        producer: Producer<Tick>,
+        wake: Arc<Notify>,
+        token: String,
+        symbols: Arc<SymbolTable>,
+        stats: Arc<Stats>,
+        guard_limits: GuardLimits,
+        outbox_limits: OutboxLimits,
+    ) -> Self {
+        IngestPort {
+            slot: Mutex::new(Some(Slot {
+                producer,
+                last_seq: vec![0; symbols.len()],
+            })),
+            wake,
+            token,
+            symbols,
+            stats,
+            guard_limits,
+            outbox_limits,
+        }
+    }
+
+    /// Checks `token` and takes the producer for one publisher.
+    pub fn admit(self: &Arc<Self>, token: Option<&str>) -> Result<Publisher, Refused> {
+        let given = token.unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), self.token.as_bytes()) {
+            return Err(Refused::BadToken);
+        }
+        let slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or(Refused::Busy)?;
+        Ok(Publisher {
+            port: self.clone(),
+            slot: Some(slot),
+            outbox: None,
+        })
+    }
+}
+
+/// Compares without stopping at the first difference, so response time
+/// does not reveal how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One connected publisher; gives the producer back when dropped.
+#[derive(Debug)]
+pub struct Publisher {
+    port: Arc<IngestPort>,
+    slot: Option<Slot>,
+    outbox: Option<Arc<Outbox>>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            *self.port.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
+        }
+    }
+}
+
+/// One tick as a publisher sends it.
+#[derive(Debug, Deserialize)]
+struct WireTick<'a> {
+    #[serde(borrow)]
+    sym: Cow<'a, str>,
+    seq: u64,
+    px: f64,
+    bid: f64,
+    ask: f64,
+    size: u32,
+    ts: u64,
+}
+
+impl Publisher {
+    /// Serves the publisher's upgraded connection until it closes.
+    pub async fn run(mut self, socket: tokio::net::TcpStream, early: bytes::Bytes) {
+        let (ws_read, write_half) = crate::session::split(socket, early, self.port.guard_limits);
+        let outbox = Arc::new(Outbox::new(self.port.outbox_limits));
+        self.outbox = Some(outbox.clone());
+        let reader_outbox = outbox.clone();
+        tracing::info!("a publisher connected to /ingest");
+        crate::session::drive(&outbox, write_half, async move {
+            read_messages(ws_read, &reader_outbox, &mut self).await;
+        })
+        .await;
+        tracing::info!("the publisher left /ingest");
+    }
+
+    fn reply_error(&self, code: ErrorCode, message: String) {
+        if let Some(outbox) = &self.outbox {
+            outbox.push_reply(ProtocolError::new(code, message).to_frame());
+        }
+    }
+
+    /// Publishes the ticks of one message; returns the first refusal and
+    /// how many ticks were refused.
+    fn publish(&mut self, ticks: &[WireTick<'_>]) -> Option<(ProtocolError, usize)> {
+        let slot = self
+            .slot
+            .as_mut()
+            .expect("a connected publisher holds the slot");
+        let mut refused: Option<(ProtocolError, usize)> = None;
+        let mut refuse = |err: ProtocolError| match &mut refused {
+            Some((_, n)) => *n += 1,
+            None => refused = Some((err, 1)),
+        };
+        let mut published = 0u64;
+        for wire in ticks {
+            let Some(symbol) = self.port.symbols.id(&wire.sym) else {
+                refuse(ProtocolError::new(
+                    ErrorCode::UnknownSymbol,
+                    format!(
+                        "unknown symbol {:?}; start the server with as many --symbols as the publisher uses",
+                        crate::protocol::truncate(&wire.sym, 24)
+                    ),
+                ));
+                continue;
+            };
+            let last = &mut slot.last_seq[symbol as usize];
+            if wire.seq <= *last {
+                refuse(ProtocolError::new(
+                    ErrorCode::BadTick,
+                    format!(
+                        "seq {} of {} is not after the last published seq {}; each symbol's seq must increase",
+                        wire.seq, wire.sym, *last
+                    ),
+                ));
+                continue;
+            }
+            let prices = [wire.px, wire.bid, wire.ask];
+            if prices.iter().any(|p| !p.is_finite() || *p < 0.0) {
+                refuse(ProtocolError::new(
+                    ErrorCode::BadTick,
+                    format!(
+                        "tick {} of {} has a price that is not a finite non-negative number",
+                        wire.seq, wire.sym
+                    ),
+                ));
+                continue;
+            }
+            *last = wire.seq;
+            slot.producer.publish(Tick {
+                symbol: symbol as SymbolId,
+                seq: wire.seq,
+                px: wire.px,
+                bid: wire.bid,
+                ask: wire.ask,
+                size: wire.size,
+                ts: wire.ts,
+            });
+            published += 1;
+        }
+        if published > 0 {
+            Stats::add(&self.port.stats.ticks_ingested, published);
+            self.port.wake.notify_one();
+        }
+        refused
+    }
+
+    fn handle(&mut self, payload: &mut [u8]) {
+        let first = payload.iter().find(|b| !b.is_ascii_whitespace()).copied();
+        let parsed: Result<Vec<WireTick<'_>>, _> = match first {
+            Some(b'[') => simd_json::serde::from_slice(payload),
+            Some(b'{') => simd_json::serde::from_slice::<WireTick<'_>>(payload).map(|t| vec![t]),
+            _ => {
+                self.reply_error(
+                    ErrorCode::BadJson,
+                    "send a tick as a JSON object, or several as an array of objects".into(),
+                );
+                return;
+            }
+        };
+        let ticks = match parsed {
+            Ok(ticks) => ticks,
+            Err(err) => {
+                self.reply_error(
+                    ErrorCode::BadTick,
+                    format!(
+                        "not a tick or array of ticks ({err}); each needs sym, seq, px, bid, ask, size and ts"
+                    ),
+                );
+                return;
+            }
+        };
+        if let Some((err, count)) = self.publish(&ticks) {
+            let message = if count > 1 {
+                format!(
+                    "{} ({} more refused in this message)",
+                    err.message,
+                    count - 1
+                )
+            } else {
+                err.message
+            };
+            self.reply_error(err.code, message);
+        }
+    }
+}
+
+impl Messages for Publisher {
+    fn text(&mut self, payload: &mut [u8]) -> impl Future<Output = ()> + Send {
+        self.handle(payload);
+        std::future::ready(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison_needs_an_exact_match() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"secret"));
+    }
+}
