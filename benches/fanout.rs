@@ -74,6 +74,7 @@ fn fanout_with(n: usize, symbols: &Arc<SymbolTable>) -> (Fanout, Vec<Arc<Outbox>
         // Far above one tick frame: nothing conflates between drains.
         max_bytes: 1 << 30,
         slow_consumer_timeout: Duration::from_secs(3600),
+        write_timeout: Duration::from_secs(3600),
     };
     let mut outboxes = Vec::with_capacity(n);
     for conn in 0..n as u64 {
@@ -86,6 +87,7 @@ fn fanout_with(n: usize, symbols: &Arc<SymbolTable>) -> (Fanout, Vec<Arc<Outbox>
             conn,
             all: false,
             added: vec![0],
+            done: tokio::sync::oneshot::channel().0,
         });
         outboxes.push(outbox);
     }

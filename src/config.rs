@@ -67,6 +67,11 @@ pub struct Config {
     #[arg(long, env = "TICKCAST_SLOW_CONSUMER_TIMEOUT", default_value = "15", value_parser = parse_seconds)]
     pub slow_consumer_timeout: Duration,
 
+    /// Seconds a connection's socket may accept no byte at all while
+    /// output waits for it, before it is closed with 1008 "slow consumer".
+    #[arg(long, env = "TICKCAST_WRITE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub write_timeout: Duration,
+
     /// Most symbols one connection may subscribe to by name ("*" is always
     /// allowed). Past it a subscribe gets a `too_many_symbols` error.
     #[arg(long, env = "TICKCAST_MAX_SUBSCRIPTIONS", default_value_t = 10_000)]

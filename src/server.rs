@@ -89,6 +89,7 @@ impl Server {
         let outbox_limits = OutboxLimits {
             max_bytes: config.max_outbox_bytes,
             slow_consumer_timeout: config.slow_consumer_timeout,
+            write_timeout: config.write_timeout,
         };
         let guard_limits = GuardLimits {
             max_message_bytes: config.max_message_bytes,

@@ -157,6 +157,7 @@ mod tests {
         Arc::new(Outbox::new(OutboxLimits {
             max_bytes: 1 << 16,
             slow_consumer_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
         }))
     }
 

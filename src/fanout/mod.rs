@@ -52,6 +52,16 @@ const PUSH_BUDGET: usize = 64 * 1024;
 /// Capacity of the command channel; a session waits when it is full.
 pub const COMMAND_CAPACITY: usize = 4096;
 
+/// The `subscribed` (or `unsubscribed`) reply naming `ids`.
+fn names_reply(symbols: &SymbolTable, ids: &[SymbolId], subscribed: bool) -> Bytes {
+    let names: Vec<&str> = ids.iter().map(|&id| symbols.name(id)).collect();
+    if subscribed {
+        ServerMsg::Subscribed { symbols: &names }.to_frame()
+    } else {
+        ServerMsg::Unsubscribed { symbols: &names }.to_frame()
+    }
+}
+
 /// How a drain pass ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Pass {
@@ -80,6 +90,9 @@ pub enum Command {
         all: bool,
         /// Symbols this request newly subscribed.
         added: Vec<SymbolId>,
+        /// Fired once the replies are queued, so the session reads its
+        /// next request only after this one is answered.
+        done: oneshot::Sender<()>,
     },
     /// Unsubscribe; the fan-out replies `unsubscribed` with `removed`.
     Unsubscribe {
@@ -87,6 +100,8 @@ pub enum Command {
         conn: ConnId,
         /// Symbols no longer subscribed.
         removed: Vec<SymbolId>,
+        /// Fired once the reply is queued.
+        done: oneshot::Sender<()>,
     },
     /// The connection is gone.
     Detach {
@@ -112,6 +127,15 @@ impl FanoutHandle {
         self.commands.send(command).await.is_ok()
     }
 
+    /// Sends the command `make` builds around a completion signal, and
+    /// waits until the fan-out has applied it and queued its replies.
+    /// One request in flight per session keeps a flood of requests from
+    /// filling the shared channel or the session's memory.
+    pub async fn request(&self, make: impl FnOnce(oneshot::Sender<()>) -> Command) -> bool {
+        let (done, applied) = oneshot::channel();
+        self.send(make(done)).await && applied.await.is_ok()
+    }
+
     /// The last tick of every symbol, in symbol order.
     pub async fn quotes(&self) -> Option<Vec<Option<Tick>>> {
         let (reply, answer) = oneshot::channel();
@@ -135,6 +159,8 @@ pub struct Fanout {
     snapshot_frames: Vec<Option<Bytes>>,
     /// The `subscribed` reply listing every symbol, built once.
     all_subscribed: Option<Bytes>,
+    /// The `unsubscribed` reply listing every symbol, built once.
+    all_unsubscribed: Option<Bytes>,
     stats: Arc<Stats>,
 }
 
@@ -150,6 +176,7 @@ impl Fanout {
             last: vec![None; symbols.len()],
             snapshot_frames: vec![None; symbols.len()],
             all_subscribed: None,
+            all_unsubscribed: None,
             symbols,
             stats,
         };
@@ -165,6 +192,11 @@ impl Fanout {
         shutdown: CancellationToken,
     ) {
         loop {
+            // Checked here too: a saturated fan-out never reaches the
+            // `select!` below.
+            if shutdown.is_cancelled() {
+                break;
+            }
             while let Ok(command) = commands.try_recv() {
                 self.apply(command);
             }
@@ -183,8 +215,17 @@ impl Fanout {
                 () = wake.notified() => {}
             }
         }
+        let shutting_down = || close_frame(1001, "server shutting down");
         for outbox in self.index.outboxes() {
-            outbox.close(close_frame(1001, "server shutting down"));
+            outbox.close(shutting_down());
+        }
+        // Sessions that attached just now must not wait for a fan-out
+        // that is gone.
+        commands.close();
+        while let Ok(command) = commands.try_recv() {
+            if let Command::Attach { outbox, .. } = command {
+                outbox.close(shutting_down());
+            }
         }
     }
 
@@ -236,7 +277,6 @@ impl Fanout {
                 Pushed::Queued | Pushed::Dropped => {}
                 Pushed::Conflated => Stats::add(&self.stats.conflated, 1),
                 Pushed::ClosedSlow => {
-                    Stats::add(&self.stats.slow_consumer_closes, 1);
                     tracing::info!("closed a client that stayed behind: slow consumer");
                 }
             }
@@ -268,39 +308,55 @@ impl Fanout {
                 }
                 self.index.detach(conn);
             }
-            Command::Subscribe { conn, all, added } => {
+            Command::Subscribe {
+                conn,
+                all,
+                added,
+                done,
+            } => {
                 if all {
                     self.index.subscribe_all(conn);
                 } else {
                     self.index.subscribe(conn, &added);
                 }
-                let Some(outbox) = self.index.outbox(conn).cloned() else {
-                    return;
-                };
-                let reply = if added.len() == self.symbols.len() {
-                    let symbols = &self.symbols;
-                    self.all_subscribed
-                        .get_or_insert_with(|| {
-                            let names: Vec<&str> =
-                                symbols.ids().map(|id| symbols.name(id)).collect();
-                            ServerMsg::Subscribed { symbols: &names }.to_frame()
-                        })
-                        .clone()
-                } else {
-                    let names: Vec<&str> = added.iter().map(|&id| self.symbols.name(id)).collect();
-                    ServerMsg::Subscribed { symbols: &names }.to_frame()
-                };
-                let snapshots = added.iter().filter_map(|&id| self.snapshot_frame(id));
-                outbox.push_replies(std::iter::once(reply).chain(snapshots.collect::<Vec<_>>()));
+                if let Some(outbox) = self.index.outbox(conn).cloned() {
+                    // A first `*` lists every symbol in server order: that
+                    // reply is the same for everyone.
+                    let reply = if all && added.len() == self.symbols.len() {
+                        self.all_subscribed
+                            .get_or_insert_with(|| names_reply(&self.symbols, &added, true))
+                            .clone()
+                    } else {
+                        names_reply(&self.symbols, &added, true)
+                    };
+                    let snapshots: Vec<Bytes> = added
+                        .iter()
+                        .filter_map(|&id| self.snapshot_frame(id))
+                        .collect();
+                    outbox.push_replies(std::iter::once(reply).chain(snapshots));
+                }
+                let _ = done.send(());
             }
-            Command::Unsubscribe { conn, removed } => {
+            Command::Unsubscribe {
+                conn,
+                removed,
+                done,
+            } => {
                 self.index.unsubscribe(conn, &removed);
-                let Some(outbox) = self.index.outbox(conn) else {
-                    return;
-                };
-                outbox.forget_symbols(&removed);
-                let names: Vec<&str> = removed.iter().map(|&id| self.symbols.name(id)).collect();
-                outbox.push_reply(ServerMsg::Unsubscribed { symbols: &names }.to_frame());
+                if let Some(outbox) = self.index.outbox(conn) {
+                    outbox.forget_symbols(&removed);
+                    let everything = removed.len() == self.symbols.len()
+                        && removed.windows(2).all(|w| w[0] < w[1]);
+                    let reply = if everything {
+                        self.all_unsubscribed
+                            .get_or_insert_with(|| names_reply(&self.symbols, &removed, false))
+                            .clone()
+                    } else {
+                        names_reply(&self.symbols, &removed, false)
+                    };
+                    outbox.push_reply(reply);
+                }
+                let _ = done.send(());
             }
             Command::Quotes { reply } => {
                 let _ = reply.send(self.last.clone());

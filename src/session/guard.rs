@@ -8,9 +8,16 @@
 //!   message; the guard sums a message's fragments and turns an oversized
 //!   message into [`Violation::TooLarge`] (close 1009), before its bytes are
 //!   buffered. It also caps the number of fragments per message.
+//! * RFC 6455 §5.5: control frames carry at most 125 bytes (the library
+//!   checks pings only); §5.4: a new message may not start before the
+//!   previous fragmented one has ended (the library silently drops the
+//!   unfinished one). Both are [`Violation`]s closed with 1002.
 //!
 //! The guard only watches frame headers go by (it skips payloads without
-//! looking at them), so it costs a few comparisons per frame.
+//! looking at them), so it costs a few comparisons per frame. When a read
+//! brings valid frames followed by a violating one, the valid frames are
+//! passed on first and the error comes with the next read, so a request
+//! sent just before a fault is still handled.
 
 use std::io;
 use std::pin::Pin;
@@ -37,6 +44,22 @@ pub enum Violation {
         /// The limit.
         limit: u32,
     },
+    /// A control frame (close, ping, pong) over 125 bytes.
+    #[error("control frames carry at most 125 bytes")]
+    ControlTooLarge,
+    /// A text or binary frame while a fragmented message was unfinished.
+    #[error("a new message started before the fragmented one ended")]
+    Interleaved,
+}
+
+impl Violation {
+    /// The close code the client gets for this violation.
+    pub fn close_code(self) -> u16 {
+        match self {
+            Violation::TooLarge { .. } | Violation::TooManyFragments { .. } => 1009,
+            Violation::Unmasked | Violation::ControlTooLarge | Violation::Interleaved => 1002,
+        }
+    }
 }
 
 impl Violation {
@@ -74,6 +97,8 @@ pub struct FrameGuard<R> {
     message_bytes: u64,
     /// Fragments of the data message being received so far.
     fragments: u32,
+    /// A fragmented message has started and not yet ended.
+    in_message: bool,
     /// Set once a violation was found: every later read fails the same way.
     failed: Option<Violation>,
 }
@@ -90,18 +115,23 @@ impl<R> FrameGuard<R> {
             },
             message_bytes: 0,
             fragments: 0,
+            in_message: false,
             failed: None,
         }
     }
 
-    /// Feeds bytes as they pass; fails at the first violation.
-    fn inspect(&mut self, mut bytes: &[u8]) -> Result<(), Violation> {
-        while !bytes.is_empty() {
+    /// Feeds bytes as they pass; fails at the first violation, returning it
+    /// with the offset in `chunk` where the offending frame's header starts
+    /// (0 if it started in an earlier chunk).
+    fn inspect(&mut self, chunk: &[u8]) -> Result<(), (Violation, usize)> {
+        let mut at = 0;
+        let mut header_start = 0;
+        while at < chunk.len() {
             match &mut self.phase {
                 Phase::Payload { remaining } => {
-                    let skip = (*remaining).min(bytes.len() as u64);
+                    let skip = (*remaining).min((chunk.len() - at) as u64);
                     *remaining -= skip;
-                    bytes = &bytes[skip as usize..];
+                    at += skip as usize;
                     if *remaining == 0 {
                         self.phase = Phase::Header {
                             head: [0; 14],
@@ -110,22 +140,25 @@ impl<R> FrameGuard<R> {
                     }
                 }
                 Phase::Header { head, have } => {
-                    head[*have] = bytes[0];
+                    if *have == 0 {
+                        header_start = at;
+                    }
+                    head[*have] = chunk[at];
                     *have += 1;
-                    bytes = &bytes[1..];
+                    at += 1;
                     if *have < 2 {
                         continue;
+                    }
+                    let fail = |violation| Err((violation, header_start));
+                    if head[1] & 0x80 == 0 {
+                        return fail(Violation::Unmasked);
                     }
                     let extended = match head[1] & 0x7F {
                         126 => 2,
                         127 => 8,
                         _ => 0,
                     };
-                    if head[1] & 0x80 == 0 {
-                        return Err(Violation::Unmasked);
-                    }
-                    let needed = 2 + extended + 4;
-                    if *have < needed {
+                    if *have < 2 + extended + 4 {
                         continue;
                     }
                     let len = match extended {
@@ -135,20 +168,28 @@ impl<R> FrameGuard<R> {
                     };
                     let fin = head[0] & 0x80 != 0;
                     let opcode = head[0] & 0x0F;
-                    if opcode < 8 {
+                    if opcode >= 8 {
+                        if len > 125 {
+                            return fail(Violation::ControlTooLarge);
+                        }
+                    } else {
                         // A data frame or continuation: part of a message.
+                        if opcode != 0 && self.in_message {
+                            return fail(Violation::Interleaved);
+                        }
                         self.message_bytes = self.message_bytes.saturating_add(len);
                         self.fragments += 1;
                         if self.message_bytes > self.limits.max_message_bytes {
-                            return Err(Violation::TooLarge {
+                            return fail(Violation::TooLarge {
                                 limit: self.limits.max_message_bytes,
                             });
                         }
                         if self.fragments > self.limits.max_fragments {
-                            return Err(Violation::TooManyFragments {
+                            return fail(Violation::TooManyFragments {
                                 limit: self.limits.max_fragments,
                             });
                         }
+                        self.in_message = !fin;
                         if fin {
                             self.message_bytes = 0;
                             self.fragments = 0;
@@ -182,9 +223,17 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameGuard<R> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if let Err(violation) = this.inspect(&buf.filled()[before..]) {
+                if let Err((violation, offset)) = this.inspect(&buf.filled()[before..]) {
                     this.failed = Some(violation);
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, violation)));
+                    if offset == 0 {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            violation,
+                        )));
+                    }
+                    // Pass on the whole frames before the violation; the
+                    // next read reports it.
+                    buf.set_filled(before + offset);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -232,7 +281,9 @@ mod tests {
         let mut outcome = None;
         for chunk in 1..=stream.len().max(1) {
             let mut guard = FrameGuard::new((), LIMITS);
-            let result = stream.chunks(chunk).try_for_each(|c| guard.inspect(c));
+            let result = stream
+                .chunks(chunk)
+                .try_for_each(|c| guard.inspect(c).map_err(|(violation, _)| violation));
             assert!(
                 outcome.is_none() || outcome == Some(result),
                 "chunking changed the verdict"
@@ -268,6 +319,27 @@ mod tests {
             check(&header(true, 2, true, 70_000)),
             Err(Violation::TooLarge { limit: 1000 })
         );
+    }
+
+    #[test]
+    fn control_frames_stay_small_and_messages_do_not_interleave() {
+        assert_eq!(
+            check(&frame(true, 10, true, 126)),
+            Err(Violation::ControlTooLarge)
+        );
+        assert_eq!(check(&frame(true, 8, true, 125)), Ok(()));
+        let mut stream = frame(false, 1, true, 3);
+        stream.extend(frame(false, 1, true, 3));
+        assert_eq!(check(&stream), Err(Violation::Interleaved));
+    }
+
+    #[test]
+    fn reports_where_the_offending_frame_starts() {
+        let mut stream = frame(true, 1, true, 5);
+        let offset = stream.len();
+        stream.extend(frame(true, 1, false, 5));
+        let mut guard = FrameGuard::new((), LIMITS);
+        assert_eq!(guard.inspect(&stream), Err((Violation::Unmasked, offset)));
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::tick::SymbolTable;
 use guard::{FrameGuard, GuardLimits};
 use outbox::{Outbox, OutboxLimits};
 use reader::{read_messages, Reader};
+use writer::WriterExit;
 
 /// What every session needs from the server.
 #[derive(Debug)]
@@ -78,31 +79,35 @@ pub fn split(
 }
 
 /// Runs a connection: `reader` in a task of its own (`read_frame` must
-/// not be cancelled mid-frame), the writer here. Returns once the writer is
-/// done and the reader has ended or had [`writer::CLOSE_GRACE`] to read the
-/// peer's answering close.
+/// not be cancelled mid-frame), the writer here. Returns how the writer
+/// ended, once it is done and the reader has ended or had
+/// [`writer::CLOSE_GRACE`] to read the peer's answering close.
 pub async fn drive(
     outbox: &Outbox,
     mut write_half: OwnedWriteHalf,
     reader: impl Future<Output = ()> + Send + 'static,
-) {
+) -> WriterExit {
     let mut reader_task = tokio::spawn(reader);
-    if let Err(err) = writer::run(&mut write_half, outbox).await {
-        tracing::debug!(%err, "write failed; the peer is gone");
-        outbox.abort();
-    }
+    let exit = writer::run(&mut write_half, outbox)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::debug!(%err, "write failed; the peer is gone");
+            outbox.abort();
+            WriterExit::Aborted
+        });
     if tokio::time::timeout(writer::CLOSE_GRACE, &mut reader_task)
         .await
         .is_err()
     {
         reader_task.abort();
     }
+    exit
 }
 
 /// Serves one upgraded client connection until it closes.
 pub async fn run(conn: ConnId, socket: TcpStream, early: Bytes, ctx: Arc<SessionContext>) {
     let (ws_read, write_half) = split(socket, early, ctx.guard_limits);
-    let outbox = Arc::new(Outbox::new(ctx.outbox_limits));
+    let outbox = Arc::new(Outbox::new(ctx.outbox_limits).with_stats(ctx.stats.clone()));
     if !ctx
         .fanout
         .send(Command::Attach {
@@ -124,10 +129,11 @@ pub async fn run(conn: ConnId, socket: TcpStream, early: Bytes, ctx: Arc<Session
         ctx.max_subscriptions,
     );
     let reader_outbox = outbox.clone();
-    drive(&outbox, write_half, async move {
+    let exit = drive(&outbox, write_half, async move {
         read_messages(ws_read, &reader_outbox, &mut reader).await;
     })
     .await;
+    tracing::debug!(conn, ?exit, "session ended");
     ctx.fanout.send(Command::Detach { conn }).await;
     ctx.stats.sessions_open.fetch_sub(1, Ordering::Relaxed);
 }

@@ -13,18 +13,27 @@
 //!    jump and current prices once it reads again). Memory stays bounded by
 //!    one frame per subscribed symbol.
 //! 3. **Close.** A client still behind after `slow_consumer_timeout` (it
-//!    has not once drained its outbox since falling behind) is closed with
-//!    1008 `slow consumer`.
+//!    has not caught up since falling behind: its writer has not once
+//!    found the outbox empty or sent a whole batch without the socket
+//!    filling up) is closed with 1008 `slow consumer`. The writer also
+//!    closes a client whose socket accepts no byte at all for
+//!    `write_timeout`, which covers one that only has replies pending.
 //!
 //! Replies never conflate. Their bytes are counted apart, and the session
-//! reader stops reading requests while more than `max_bytes` of replies
-//! wait, so a client that sends requests without reading the answers is
-//! held back by TCP rather than by the server's memory.
+//! reader stops reading requests (and pings) while more than `max_bytes` of
+//! replies wait; each request is also answered before the next is read.
+//! So a client that sends without reading the answers is held back by TCP
+//! rather than by the server's memory.
+//!
+//! Memory per connection is therefore bounded by about twice `max_bytes`
+//! (one batch in the writer's hands, up to `max_bytes` more queued) plus one
+//! frame per subscribed symbol while behind, plus at most one request's
+//! replies over the limit (a `*` subscribe's snapshots).
 //!
 //! Exactly one close frame is ever queued: the first [`Outbox::close`] wins.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,6 +41,7 @@ use indexmap::IndexMap;
 use tokio::sync::Notify;
 
 use crate::protocol::frame::close_frame;
+use crate::stats::Stats;
 use crate::tick::SymbolId;
 
 /// Limits of one outbox.
@@ -42,6 +52,10 @@ pub struct OutboxLimits {
     pub max_bytes: usize,
     /// How long a client may stay behind before it is closed with 1008.
     pub slow_consumer_timeout: Duration,
+    /// How long the socket may accept no byte at all, while output waits,
+    /// before the client is closed with 1008 (catches a client that stops
+    /// reading while only replies, not ticks, are pending).
+    pub write_timeout: Duration,
 }
 
 /// What happened to a pushed tick.
@@ -110,6 +124,8 @@ pub struct Outbox {
     /// Wakes the reader: replies fell back under the limit.
     drained: Notify,
     limits: OutboxLimits,
+    /// Where slow-consumer closes are counted, if anywhere.
+    stats: Option<Arc<Stats>>,
 }
 
 impl Outbox {
@@ -129,7 +145,14 @@ impl Outbox {
             changed: Notify::new(),
             drained: Notify::new(),
             limits,
+            stats: None,
         }
+    }
+
+    /// Counts this outbox's slow-consumer close in `stats`.
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -147,10 +170,12 @@ impl Outbox {
         let was_empty = state.queue.is_empty() && state.latest.is_empty();
         let pushed = if let Some(since) = state.behind_since {
             if now.saturating_duration_since(since) >= self.limits.slow_consumer_timeout {
-                Self::close_locked(&mut state, close_frame(1008, "slow consumer"));
                 drop(state);
-                self.changed.notify_one();
-                return Pushed::ClosedSlow;
+                return if self.close_slow() {
+                    Pushed::ClosedSlow
+                } else {
+                    Pushed::Dropped
+                };
             }
             Self::keep_newest(&mut state, symbol, frame);
             Pushed::Conflated
@@ -233,6 +258,18 @@ impl Outbox {
         true
     }
 
+    /// Closes with 1008 `slow consumer` unless a close is already under
+    /// way, counting it; returns whether this call decided the close.
+    pub fn close_slow(&self) -> bool {
+        let decided = self.close(close_frame(1008, "slow consumer"));
+        if decided {
+            if let Some(stats) = &self.stats {
+                Stats::add(&stats.slow_consumer_closes, 1);
+            }
+        }
+        decided
+    }
+
     /// Ends the connection without a close frame (the peer is gone).
     pub fn abort(&self) {
         let mut state = self.lock();
@@ -288,7 +325,7 @@ impl Outbox {
             state.behind_since = None;
             return Take::Idle;
         }
-        let had_replies = state.reply_bytes > self.limits.max_bytes;
+        let reader_may_wait = state.reply_bytes > self.limits.max_bytes;
         if batch.is_empty() {
             std::mem::swap(batch, &mut state.queue);
         } else {
@@ -299,10 +336,24 @@ impl Outbox {
         state.tick_bytes = 0;
         state.reply_bytes = 0;
         drop(state);
-        if had_replies {
+        if reader_may_wait {
             self.drained.notify_waiters();
         }
         Take::Frames
+    }
+
+    /// The writer sent a whole batch without the socket filling up: the
+    /// client keeps up, so it is no longer behind.
+    pub fn caught_up(&self) {
+        let mut state = self.lock();
+        if state.behind_since.is_some() {
+            state.behind_since = None;
+        }
+    }
+
+    /// This outbox's limits.
+    pub fn limits(&self) -> OutboxLimits {
+        self.limits
     }
 
     /// Resolves when frames were pushed or a close was requested since the
@@ -358,6 +409,7 @@ mod tests {
         Outbox::new(OutboxLimits {
             max_bytes,
             slow_consumer_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
         })
     }
 

@@ -50,25 +50,26 @@ pub trait Messages {
 /// faults the right close code.
 pub async fn read_messages<S, M>(
     mut ws: FragmentCollectorRead<S>,
-    outbox: &Outbox,
+    outbox: &Arc<Outbox>,
     messages: &mut M,
 ) -> ReaderExit
 where
     S: AsyncRead + Unpin,
     M: Messages,
 {
-    // fastwebsockets hands us the frames it must answer (pong, close
-    // echo); they go out through the outbox like everything else, so
-    // there is exactly one writer and one close frame.
+    // fastwebsockets hands us the pongs it must send; they go out through
+    // the outbox like everything else (one writer, one close frame). A
+    // peer that pings without reading is held back like one that sends
+    // requests without reading: the next frame waits until replies drain.
     let mut obligated = |frame: Frame<'_>| {
-        match frame.opcode {
-            OpCode::Pong => outbox.push_reply(pong_frame(&frame.payload)),
-            OpCode::Close => {
-                outbox.close(close_frame_echo(&frame.payload));
-            }
-            _ => {}
+        if frame.opcode == OpCode::Pong {
+            outbox.push_reply(pong_frame(&frame.payload));
         }
-        std::future::ready(Ok::<(), std::convert::Infallible>(()))
+        let outbox = outbox.clone();
+        async move {
+            outbox.replies_drained().await;
+            Ok::<(), std::convert::Infallible>(())
+        }
     };
     loop {
         // Hold back while this peer has not read its earlier replies.
@@ -92,7 +93,12 @@ where
                 )
                 .to_frame(),
             ),
-            OpCode::Close => return ReaderExit::ClientClosed,
+            OpCode::Close => {
+                // Echo the peer's close (unless ours is already out). An
+                // invalid close code never gets here: it is a fault, 1002.
+                outbox.close(close_frame_echo(&frame.payload));
+                return ReaderExit::ClientClosed;
+            }
             // Pings were answered through `obligated`; pongs need nothing.
             _ => {}
         }
@@ -103,8 +109,7 @@ where
 fn fault(err: WebSocketError, outbox: &Outbox) -> ReaderExit {
     let (code, reason): (u16, String) = match &err {
         WebSocketError::IoError(io) => match Violation::of(io) {
-            Some(v @ Violation::Unmasked) => (1002, v.to_string()),
-            Some(v) => (1009, v.to_string()),
+            Some(violation) => (violation.close_code(), violation.to_string()),
             None => return gone(outbox),
         },
         WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => return gone(outbox),
@@ -250,11 +255,13 @@ impl Reader {
             subs.symbols.extend(added.iter().copied());
         }
         let all = subs.all;
+        let conn = self.conn;
         self.fanout
-            .send(Command::Subscribe {
-                conn: self.conn,
+            .request(|done| Command::Subscribe {
+                conn,
                 all,
                 added,
+                done,
             })
             .await;
     }
@@ -292,10 +299,12 @@ impl Reader {
                     .collect();
             }
         }
+        let conn = self.conn;
         self.fanout
-            .send(Command::Unsubscribe {
-                conn: self.conn,
+            .request(|done| Command::Unsubscribe {
+                conn,
                 removed,
+                done,
             })
             .await;
     }

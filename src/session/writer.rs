@@ -11,10 +11,17 @@
 //! in the middle of (a half-sent frame would corrupt the stream), drops the
 //! rest, sends the one close frame, and shuts its half of the socket down.
 //! If the peer does not take those bytes within [`CLOSE_GRACE`] it gives up.
+//!
+//! The writer also tells the outbox how the client keeps up: a batch sent
+//! whole without the socket filling up means it has caught up; a socket
+//! that accepts no byte for the write timeout gets the client closed with
+//! 1008 `slow consumer`, whatever is pending.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -44,10 +51,18 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
     let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(64);
     // Whether the front frame of `batch` is partly sent.
     let mut front_started = false;
+    // Whether the socket filled up while sending the current batch.
+    let mut blocked = false;
+    // When the socket last accepted bytes.
+    let mut progress = Instant::now();
+    let stall_timeout = outbox.limits().write_timeout;
     loop {
         if batch.is_empty() {
             match outbox.take(&mut batch) {
-                Take::Frames => {}
+                Take::Frames => {
+                    blocked = false;
+                    progress = Instant::now();
+                }
                 Take::Idle => {
                     outbox.changed().await;
                     continue;
@@ -69,11 +84,13 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
             batch.clear();
             continue;
         }
+        let mut offered = 0;
         let written = {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let count = batch.len().min(MAX_IOVECS);
             for (slice, frame) in slices.iter_mut().zip(batch.iter()) {
                 *slice = IoSlice::new(frame);
+                offered += frame.len();
             }
             tokio::select! {
                 biased;
@@ -81,12 +98,21 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
                 // Woken while the socket is full: new frames (taken after
                 // this batch) or a close (checked at the top of the loop).
                 () = outbox.changed() => None,
+                () = tokio::time::sleep_until(progress + stall_timeout) => {
+                    outbox.close_slow();
+                    None
+                }
             }
         };
-        let Some(mut n) = written else { continue };
+        let Some(mut n) = written else {
+            blocked = true;
+            continue;
+        };
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        progress = Instant::now();
+        blocked |= n < offered;
         while n > 0 {
             let front = batch.front_mut().expect("wrote more than was queued");
             if n >= front.len() {
@@ -98,6 +124,9 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
                 front_started = true;
                 n = 0;
             }
+        }
+        if batch.is_empty() && !blocked {
+            outbox.caught_up();
         }
     }
 }
@@ -194,6 +223,7 @@ mod tests {
         Arc::new(Outbox::new(OutboxLimits {
             max_bytes: 1 << 20,
             slow_consumer_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
         }))
     }
 
