@@ -88,7 +88,7 @@ async fn oversized_messages_close_with_1009_even_when_fragmented() {
 #[tokio::test]
 async fn protocol_violations_get_1002_and_bad_utf8_gets_1007() {
     let server = start(config()).await;
-    let violations: [(&str, Vec<u8>, u16); 5] = [
+    let violations: [(&str, Vec<u8>, u16); 8] = [
         (
             "unmasked client frame",
             client_frame(true, 1, false, br#"{"op":"ping"}"#),
@@ -113,6 +113,25 @@ async fn protocol_violations_get_1002_and_bad_utf8_gets_1007() {
             "invalid UTF-8",
             client_frame(true, 1, true, &[0xff, 0xfe, b'a']),
             1007,
+        ),
+        (
+            "pong over 125 bytes",
+            client_frame(true, 10, true, &[b'p'; 126]),
+            1002,
+        ),
+        (
+            "a message started inside another",
+            {
+                let mut f = client_frame(false, 1, true, br#"{"op""#);
+                f.extend(client_frame(false, 1, true, br#"{"op""#));
+                f
+            },
+            1002,
+        ),
+        (
+            "close code 1005 on the wire",
+            client_frame(true, 8, true, &1005u16.to_be_bytes()),
+            1002,
         ),
     ];
     for (what, bytes, expected) in violations {
@@ -178,5 +197,53 @@ async fn a_misbehaving_client_costs_a_well_behaved_one_nothing() {
         }
     }
     drop(good);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_just_before_a_violation_is_still_answered() {
+    let server = start(config()).await;
+    let mut raw = RawClient::connect(server.addr, &[]).await;
+    // One write: a valid ping request, then an unmasked frame.
+    let mut bytes = client_frame(true, 1, true, br#"{"op":"ping","id":"first"}"#);
+    bytes.extend(client_frame(true, 1, false, b"{}"));
+    raw.write(&bytes).await;
+    let pong = raw.read_frame().await.expect("pong").json();
+    assert_eq!(pong, json!({"type": "pong", "id": "first"}));
+    let (close, _) = raw.read_until_close().await;
+    assert_eq!(close.close_code(), 1002);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_pings_without_reading_is_held_back() {
+    let mut cfg = config();
+    cfg.max_outbox_bytes = 16 * 1024;
+    let server = start(cfg).await;
+    let mut raw = RawClient::connect(server.addr, &[]).await;
+    // 100,000 pings (600 KB) and never a read: answered in full, that is
+    // 200 KB of pongs waiting for a client that does not read.
+    let ping = client_frame(true, 9, true, b"");
+    let flood: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 100_000)
+        .collect();
+    let write = raw.write(&flood);
+    // The server stops reading, so the write may never complete: stop
+    // trying after the first part went out.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
+    drop(raw);
+    server
+        .until_stats("the session to end", |s| {
+            s.sessions_open.load(std::sync::atomic::Ordering::Relaxed) == 0
+        })
+        .await;
+    let peak = server
+        .stats
+        .peak_outbox_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(peak <= 16 * 1024 + 64, "pongs held: {peak} bytes");
     server.stop().await;
 }

@@ -88,8 +88,14 @@ pub enum Take {
 #[derive(Debug)]
 enum Closing {
     Open,
-    /// A close frame waits to be sent.
-    Pending(Bytes),
+    /// A close frame waits to be sent: after what is queued, or at once
+    /// with everything queued dropped (`discard`).
+    Pending {
+        /// The close frame.
+        frame: Bytes,
+        /// Drop pending output instead of sending it first.
+        discard: bool,
+    },
     /// The writer has taken the close frame.
     Taken,
     /// No close frame will be sent.
@@ -243,25 +249,19 @@ impl Outbox {
         }
     }
 
-    /// Closes with `frame` (a complete close frame) unless a close is
-    /// already under way; pending output is discarded. Returns whether this
-    /// call decided the close.
+    /// Closes with `frame` (a complete close frame) once what is already
+    /// queued has been sent, unless a close is already under way; nothing
+    /// new is queued from now on. Returns whether this call decided the
+    /// close.
     pub fn close(&self, frame: Bytes) -> bool {
-        let mut state = self.lock();
-        if !matches!(state.closing, Closing::Open) {
-            return false;
-        }
-        Self::close_locked(&mut state, frame);
-        drop(state);
-        self.changed.notify_one();
-        self.drained.notify_waiters();
-        true
+        self.decide_close(frame, false)
     }
 
-    /// Closes with 1008 `slow consumer` unless a close is already under
-    /// way, counting it; returns whether this call decided the close.
+    /// Closes with 1008 `slow consumer` at once, dropping pending output,
+    /// unless a close is already under way; counts it and returns whether
+    /// this call decided the close.
     pub fn close_slow(&self) -> bool {
-        let decided = self.close(close_frame(1008, "slow consumer"));
+        let decided = self.decide_close(close_frame(1008, "slow consumer"), true);
         if decided {
             if let Some(stats) = &self.stats {
                 Stats::add(&stats.slow_consumer_closes, 1);
@@ -270,27 +270,48 @@ impl Outbox {
         decided
     }
 
+    fn decide_close(&self, frame: Bytes, discard: bool) -> bool {
+        let mut state = self.lock();
+        if !matches!(state.closing, Closing::Open) {
+            return false;
+        }
+        if discard {
+            Self::discard_locked(&mut state);
+        }
+        state.closing = Closing::Pending { frame, discard };
+        drop(state);
+        self.changed.notify_one();
+        self.drained.notify_waiters();
+        true
+    }
+
     /// Ends the connection without a close frame (the peer is gone).
     pub fn abort(&self) {
         let mut state = self.lock();
-        if matches!(state.closing, Closing::Open | Closing::Pending(_)) {
+        if matches!(state.closing, Closing::Open | Closing::Pending { .. }) {
             state.closing = Closing::Aborted;
         }
-        state.queue.clear();
-        state.latest.clear();
-        state.latest_bytes = 0;
+        Self::discard_locked(&mut state);
         drop(state);
         self.changed.notify_one();
         self.drained.notify_waiters();
     }
 
-    fn close_locked(state: &mut State, frame: Bytes) {
+    fn discard_locked(state: &mut State) {
         state.queue.clear();
         state.latest.clear();
         state.latest_bytes = 0;
         state.tick_bytes = 0;
         state.reply_bytes = 0;
-        state.closing = Closing::Pending(frame);
+    }
+
+    /// True when the writer must not start another frame: a close that
+    /// drops pending output, or an abort.
+    pub fn stop_sending(&self) -> bool {
+        matches!(
+            self.lock().closing,
+            Closing::Pending { discard: true, .. } | Closing::Aborted
+        )
     }
 
     /// Conflation: `frame` takes the place of any older unsent tick of
@@ -310,16 +331,19 @@ impl Outbox {
     /// Moves everything queued into `batch` (in send order).
     pub fn take(&self, batch: &mut VecDeque<Bytes>) -> Take {
         let mut state = self.lock();
-        match std::mem::replace(&mut state.closing, Closing::Taken) {
-            Closing::Pending(frame) => return Take::Close(frame),
-            Closing::Taken => return Take::Abort,
-            Closing::Aborted => {
-                state.closing = Closing::Aborted;
-                return Take::Abort;
+        let empty = state.queue.is_empty() && state.latest.is_empty();
+        match &state.closing {
+            Closing::Open => {}
+            Closing::Pending { frame, discard } if *discard || empty => {
+                let frame = frame.clone();
+                state.closing = Closing::Taken;
+                return Take::Close(frame);
             }
-            Closing::Open => state.closing = Closing::Open,
+            // Send what was queued before the close first.
+            Closing::Pending { .. } => {}
+            Closing::Taken | Closing::Aborted => return Take::Abort,
         }
-        if state.queue.is_empty() && state.latest.is_empty() {
+        if empty {
             // Everything sent: whatever the client was behind on, it has
             // caught up.
             state.behind_since = None;

@@ -7,10 +7,12 @@
 //! for all of them. While the socket is full the writer waits on it; ticks
 //! keep arriving in the outbox meanwhile, where backpressure applies.
 //!
-//! A close interrupts a blocked write: the writer finishes the frame it is
-//! in the middle of (a half-sent frame would corrupt the stream), drops the
-//! rest, sends the one close frame, and shuts its half of the socket down.
-//! If the peer does not take those bytes within [`CLOSE_GRACE`] it gives up.
+//! A close normally goes out after what was queued before it. A
+//! slow-consumer close instead interrupts a blocked write: the writer
+//! finishes the frame it is in the middle of (a half-sent frame would
+//! corrupt the stream), drops the rest and sends the close frame. Either
+//! way it then shuts its half of the socket down; if the peer does not take
+//! those bytes within [`CLOSE_GRACE`] (or the write timeout) it gives up.
 //!
 //! The writer also tells the outbox how the client keeps up: a batch sent
 //! whole without the socket filling up means it has caught up; a socket
@@ -70,8 +72,8 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
                 Take::Close(frame) => return send_close(socket, frame).await,
                 Take::Abort => return Ok(WriterExit::Aborted),
             }
-        } else if outbox.is_closing() {
-            // Closing: no further frame starts; a half-sent one is
+        } else if outbox.stop_sending() {
+            // Closing at once: no further frame starts; a half-sent one is
             // finished, or the stream would be corrupt before the close.
             if front_started {
                 let frame = batch.pop_front().expect("front frame");
@@ -99,7 +101,11 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
                 // this batch) or a close (checked at the top of the loop).
                 () = outbox.changed() => None,
                 () = tokio::time::sleep_until(progress + stall_timeout) => {
-                    outbox.close_slow();
+                    if !outbox.close_slow() {
+                        // Already closing, and the peer takes nothing:
+                        // waiting longer would not get the close out.
+                        return Ok(WriterExit::Aborted);
+                    }
                     None
                 }
             }
@@ -286,7 +292,7 @@ mod tests {
             () = tokio::task::yield_now() => {}
         }
         assert_eq!(socket.0.lock().unwrap().written, frames[0][..5]);
-        assert!(outbox.close(close_frame(1008, "slow consumer")));
+        assert!(outbox.close_slow());
         // The writer sees the close while the socket is still full...
         tokio::select! {
             biased;
