@@ -20,7 +20,11 @@
 //! Timeline: connecting starts at once (at most `--connect-parallelism`
 //! handshakes in flight) and overlaps the warm-up; the measured window runs
 //! from `--warmup` to `--warmup + --duration` seconds after start, and the
-//! tool stops then whatever the clients are doing.
+//! reading clients stop then whatever they are doing. With `--idle` the
+//! warm-up starts only once every client has subscribed. With `--stall N`
+//! the first N clients read nothing until the window has ended, then drain
+//! what is pending for at most [`STALL_DRAIN`], which is when they learn
+//! whether the server closed them.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -43,12 +47,17 @@ use hyper_util::rt::TokioIo;
 use memchr::memmem;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use tickcast::feed::now_nanos;
 use tickcast::tick::{SymbolId, SymbolTable};
 
-use crate::report::{self, CpuUse, Gaps, Latency, Report, ServerUse};
+use crate::hgrm;
+use crate::plot::{self, Curve};
+use crate::progress::Progress;
+use crate::report::{
+    self, CpuUse, CurvePoint, Delivery, Gaps, IdleMemory, Latency, Report, ServerUse, Stalled,
+};
 
 /// Bytes each client reads into at once: room for about a hundred ticks,
 /// so a client that falls behind catches up in few system calls. Grows
@@ -66,6 +75,13 @@ const CONNECTIONS_PER_SOURCE_IP: usize = 25_000;
 /// Highest latency the histogram tells apart, µs (an hour); larger values
 /// are recorded as this.
 const LATENCY_MAX_US: u64 = 3_600_000_000;
+
+/// How long `--stall`ed clients may read what is pending after the window
+/// before they are reported as still behind.
+pub const STALL_DRAIN: Duration = Duration::from_secs(2);
+
+/// How often the progress bars are redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// Options of `feed-sim load`.
 #[derive(Debug, Args)]
@@ -120,30 +136,130 @@ pub struct LoadArgs {
     /// before it counts as a connect failure.
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,
+
+    /// Make the first N clients slow consumers: they subscribe, then read
+    /// nothing at all (the socket stays open) until the window ends, to
+    /// show what stalled readers do to everyone else. Every other figure is
+    /// then about the reading clients only. After the window each stalled
+    /// client reads what is pending for up to 2 s, and the report says how
+    /// many the server had closed and with which code (1008 "slow
+    /// consumer"), how many caught up, and what they had missed.
+    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "idle")]
+    pub stall: usize,
+
+    /// Measure the server's memory per connection (needs --server-pid):
+    /// its VmRSS before the first connect, and once every client has
+    /// connected and subscribed and --warmup seconds have passed (the
+    /// warm-up starts only then), divided by the clients connected. The
+    /// clients keep reading, so choose a light subscription (--subs 1) to
+    /// keep the connections near idle.
+    #[arg(long)]
+    pub idle: bool,
+
+    /// Write the latency histogram to FILE in HdrHistogram's percentile
+    /// distribution text (.hgrm), values in milliseconds.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+
+    /// Draw latency (ms, log scale) by percentile (log scale of 1/(1-p):
+    /// 50%, 90%, 99%, 99.9%, …) as an SVG chart in FILE: this run is one
+    /// line, each --plot-add run another, with a legend. To compare runs,
+    /// save each with --json and add them to the last one, e.g.
+    /// `--json b.json --plot cmp.svg --plot-add a.json`.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// A run to draw on the --plot chart too: a file an earlier run's
+    /// --json wrote. Repeat for more runs.
+    #[arg(long, value_name = "RUN.json", requires = "plot")]
+    pub plot_add: Vec<PathBuf>,
+
+    /// Draw no progress bars (they are drawn on stderr, and only when it
+    /// is a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
-/// Runs `feed-sim load` on a current-thread runtime.
+/// Runs `feed-sim load`: measures, prints the report, writes the files
+/// asked for.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
+    // Read the runs to plot first: a wrong path should not cost a run.
+    let earlier: Vec<Curve> = args
+        .plot_add
+        .iter()
+        .map(|path| Curve::from_json_file(path))
+        .collect::<anyhow::Result<_>>()?;
+    let report = measure(&args)?;
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).expect("a report serializes");
+        write_file(path, json + "\n")?;
+        println!("  figures written to {}", path.display());
+    }
+    if let Some(path) = &args.hgrm {
+        let text = hgrm::percentile_distribution(
+            &report.latency_histogram,
+            hgrm::TICKS_PER_HALF_DISTANCE,
+            hgrm::MICROS_PER_MILLI,
+        );
+        write_file(path, text)?;
+        println!(
+            "  latency histogram (.hgrm, ms) written to {}",
+            path.display()
+        );
+    }
+    if let Some(path) = &args.plot {
+        let name = args
+            .json
+            .as_deref()
+            .and_then(|json| json.file_stem())
+            .map_or("this run".into(), |stem| stem.to_string_lossy());
+        let mut curves = vec![Curve::from_report(&name, &report)];
+        curves.extend(earlier);
+        let subtitle = if curves.len() == 1 {
+            format!("{} · {}", report.scenario, report.url)
+        } else {
+            format!("{} runs against {}", curves.len(), report.url)
+        };
+        let svg = plot::svg("feed-sim load: latency by percentile", &subtitle, &curves);
+        write_file(path, svg)?;
+        println!("  latency chart written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn write_file(path: &std::path::Path, contents: String) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("could not write {}", path.display()))
+}
+
+/// Runs the load `args` describe on a current-thread runtime of its own
+/// and returns its figures. Call it from outside any tokio runtime.
+pub fn measure(args: &LoadArgs) -> anyhow::Result<Report> {
     if !(args.warmup >= 0.0 && args.duration > 0.0) {
         bail!("give --warmup of at least 0 and --duration above 0 seconds");
     }
     if args.clients == 0 || args.connect_parallelism == 0 {
         bail!("give --clients and --connect-parallelism of at least 1");
     }
+    if args.stall >= args.clients {
+        bail!(
+            "--stall {} leaves no client reading: give --stall below --clients ({})",
+            args.stall,
+            args.clients
+        );
+    }
+    if args.idle && args.server_pid.is_none() {
+        bail!(
+            "--idle measures the server's memory, so it needs the server's process id: \
+             add --server-pid PID"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("could not start the tokio runtime")?;
     let local = tokio::task::LocalSet::new();
-    let report = local.block_on(&runtime, load(&args))?;
-    print!("{}", report.render());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).expect("a report serializes");
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("could not write {}", path.display()))?;
-        println!("  figures written to {}", path.display());
-    }
-    Ok(())
+    local.block_on(&runtime, load(args))
 }
 
 /// Where the run is on its timeline; clients count only in `Measuring`.
@@ -157,13 +273,28 @@ enum Phase {
 /// What the run shares between its clients (all on one thread).
 struct Shared {
     phase: Cell<Phase>,
+    /// Wakes the stalled clients when the phase becomes `Done`.
+    run_over: Notify,
+    /// When the warm-up began (`None` while `--idle` waits for clients).
+    timeline_start: Cell<Option<Instant>>,
     symbols: SymbolTable,
     tick_fields: TickFields,
     connected: Cell<usize>,
+    stalled_connected: Cell<usize>,
     subscribed: Cell<usize>,
+    connect_attempts: Cell<usize>,
     connect_failures: RefCell<BTreeMap<String, u64>>,
     last_connect_attempt: Cell<Option<Instant>>,
+    /// What the reading clients received.
     totals: RefCell<Totals>,
+    /// What the stalled clients read after the window.
+    stalled_totals: RefCell<Totals>,
+}
+
+impl Shared {
+    fn connect_failures(&self) -> usize {
+        self.connect_failures.borrow().values().sum::<u64>() as usize
+    }
 }
 
 /// Counters the clients add to.
@@ -171,11 +302,16 @@ struct Totals {
     ticks: u64,
     gaps: Gaps,
     latency_us: Histogram<u64>,
-    close_codes: BTreeMap<u16, u64>,
+    /// Close frames by `code reason`.
+    close_codes: BTreeMap<String, u64>,
     disconnects_without_close: u64,
     server_errors: u64,
     first_server_error: Option<String>,
     unrecognised: u64,
+    /// Stalled clients still open that read up to a fresh tick.
+    caught_up: u64,
+    /// Stalled clients still reading old data at the drain limit.
+    still_behind: u64,
 }
 
 async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
@@ -202,7 +338,8 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
             let plans: Vec<_> = (0..args.clients)
                 .map(|i| subscribe_message(&spread_symbols(&names, k, i)))
                 .collect();
-            (format!("{k} symbols per client"), plans)
+            let noun = if k == 1 { "symbol" } else { "symbols" };
+            (format!("{k} {noun} per client"), plans)
         }
         None => (
             "all symbols (\"*\")".to_string(),
@@ -218,18 +355,38 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
 
     let shared = Rc::new(Shared {
         phase: Cell::new(Phase::WarmingUp),
+        run_over: Notify::new(),
+        timeline_start: Cell::new(None),
         symbols: SymbolTable::new(names),
         tick_fields: TickFields::new(),
         connected: Cell::new(0),
+        stalled_connected: Cell::new(0),
         subscribed: Cell::new(0),
+        connect_attempts: Cell::new(0),
         connect_failures: RefCell::new(BTreeMap::new()),
         last_connect_attempt: Cell::new(None),
         totals: RefCell::new(Totals::default()),
+        stalled_totals: RefCell::new(Totals::default()),
     });
+
+    let rss_before = match (args.idle, args.server_pid) {
+        (true, Some(pid)) => Some(report::rss_kib(pid).with_context(|| {
+            format!("could not read the memory of process {pid}: is --server-pid the server's?")
+        })?),
+        _ => None,
+    };
+
+    let progress = Rc::new(Progress::new(
+        !args.no_progress,
+        args.clients,
+        args.warmup + args.duration,
+    ));
+    let progress_task = tokio::task::spawn_local(show_progress(shared.clone(), progress.clone()));
 
     let start = Instant::now();
     let connect_slots = Rc::new(Semaphore::new(args.connect_parallelism));
     let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
+    let mut stalled_tasks = Vec::with_capacity(args.stall);
     for i in 0..args.clients {
         let source = (source_ips > 0)
             .then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips) as u8)));
@@ -241,15 +398,43 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
             shared: shared.clone(),
             seqs: SeqTracker::new(shared.symbols.len()),
             saw_gap: false,
+            stalled: i < args.stall,
+            last_tick_ts: 0,
         };
         let slots = connect_slots.clone();
-        tokio::task::spawn_local(client.run(slots, connect_timeout));
+        let task = tokio::task::spawn_local(client.run(slots, connect_timeout));
+        if i < args.stall {
+            stalled_tasks.push(task);
+        }
     }
 
-    tokio::time::sleep_until((start + Duration::from_secs_f64(args.warmup)).into()).await;
+    let timeline_start = if args.idle {
+        all_subscribed(&shared, args.clients, connect_timeout).await;
+        Instant::now()
+    } else {
+        start
+    };
+    shared.timeline_start.set(Some(timeline_start));
+
+    tokio::time::sleep_until((timeline_start + Duration::from_secs_f64(args.warmup)).into()).await;
     let window_start = Instant::now();
     shared.phase.set(Phase::Measuring);
     let connected_at_start = shared.connected.get();
+    let idle_memory = match (rss_before, args.server_pid) {
+        (Some(before), Some(pid)) => {
+            let after = report::rss_kib(pid).with_context(|| {
+                format!("could not read the memory of process {pid}: did the server exit?")
+            })?;
+            Some(IdleMemory {
+                rss_before_kib: before,
+                rss_after_kib: after,
+                clients: connected_at_start,
+                kib_per_connection: (after as f64 - before as f64)
+                    / connected_at_start.max(1) as f64,
+            })
+        }
+        _ => None,
+    };
     let own_cpu_start = report::cpu_seconds(None).ok();
     let server_cpu_start = args
         .server_pid
@@ -262,9 +447,12 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
     let server_cpu_end = args
         .server_pid
         .and_then(|pid| report::cpu_seconds(Some(pid)).ok());
+    let server_rss = args.server_pid.and_then(|pid| report::rss_kib(pid).ok());
 
     let totals = shared.totals.take();
     let connected = shared.connected.get();
+    let reading = connected - shared.stalled_connected.get();
+    let subscribed = shared.subscribed.get();
     let own_cpu = match (own_cpu_start, own_cpu_end) {
         (Some(a), Some(b)) => CpuUse {
             cpu_seconds: b - a,
@@ -284,16 +472,65 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
             _ => f64::NAN,
         },
         peak_rss_kib: report::peak_rss_kib(pid),
+        rss_kib: server_rss,
     });
+
+    // The stalled clients read what is pending now; reading clients stop.
+    shared.run_over.notify_waiters();
+    let stalled = if args.stall > 0 {
+        let deadline = tokio::time::Instant::now() + STALL_DRAIN + Duration::from_secs(1);
+        for task in stalled_tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                // Still connecting: it never got to stall.
+                break;
+            }
+        }
+        let drained = shared.stalled_totals.take();
+        Some(Stalled {
+            clients: args.stall,
+            connected: shared.stalled_connected.get(),
+            close_codes: drained.close_codes,
+            ended_without_close: drained.disconnects_without_close,
+            caught_up: drained.caught_up,
+            still_behind: drained.still_behind,
+            drain_limit_seconds: STALL_DRAIN.as_secs_f64(),
+            ticks_read: drained.ticks,
+            gaps: drained.gaps,
+            tick_age_us: Latency::from_histogram(&drained.latency_us),
+        })
+    } else {
+        None
+    };
+    progress_task.abort();
+    progress.finish();
+
+    let mut warnings = Vec::new();
+    if own_cpu.cpu_percent > report::OWN_CPU_WARNING_PERCENT {
+        warnings.push(format!(
+            "feed-sim was at {:.0}% CPU: it may be the bottleneck; \
+             use fewer clients per process or run several",
+            own_cpu.cpu_percent
+        ));
+    }
     let connect_failures = shared.connect_failures.take();
     let msgs_per_second = totals.ticks as f64 / window;
+    let mut scenario = format!("{} clients, {subscription}", args.clients);
+    if args.stall > 0 {
+        scenario += &format!(", {} stalled", args.stall);
+    }
+    if args.idle {
+        scenario += ", idle";
+    }
+    scenario += &format!(", {} s window", args.duration);
     Ok(Report {
+        scenario,
         url: args.url.clone(),
         subscription,
         clients_requested: args.clients,
         clients_connected: connected,
+        clients_reading: reading,
         clients_connected_at_start: connected_at_start,
-        clients_subscribed: shared.subscribed.get(),
+        clients_subscribed: subscribed,
         connect_failures: connect_failures.values().sum::<u64>() as usize,
         connect_failure_reasons: connect_failures,
         connect_seconds: shared
@@ -306,17 +543,71 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
         window_seconds: window,
         ticks: totals.ticks,
         msgs_per_second,
-        msgs_per_second_per_client: msgs_per_second / connected.max(1) as f64,
+        msgs_per_second_per_client: msgs_per_second / reading.max(1) as f64,
+        delivery: Delivery::from_counts(totals.ticks, &totals.gaps),
         gaps: totals.gaps,
         latency_us: Latency::from_histogram(&totals.latency_us),
+        latency_curve: CurvePoint::curve(&totals.latency_us),
+        latency_histogram: totals.latency_us,
         own_cpu,
         server,
+        idle_memory,
+        stalled,
         close_codes: totals.close_codes,
         disconnects_without_close: totals.disconnects_without_close,
         server_errors: totals.server_errors,
         first_server_error: totals.first_server_error,
         unrecognised: totals.unrecognised,
+        warnings,
     })
+}
+
+/// Waits until every client has its `subscribed` reply or has failed to
+/// connect; gives up on the stragglers `connect_timeout` after the last
+/// connect attempt finished (a client the server never answered).
+async fn all_subscribed(shared: &Shared, clients: usize, connect_timeout: Duration) {
+    loop {
+        if shared.subscribed.get() + shared.connect_failures() >= clients {
+            return;
+        }
+        if shared.connect_attempts.get() >= clients
+            && shared
+                .last_connect_attempt
+                .get()
+                .is_some_and(|at| at.elapsed() > connect_timeout)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Redraws the progress bars until aborted.
+async fn show_progress(shared: Rc<Shared>, progress: Rc<Progress>) {
+    let mut every = tokio::time::interval(PROGRESS_EVERY);
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        every.tick().await;
+        progress.clients(shared.connected.get(), shared.connect_failures());
+        let Some(timeline_start) = shared.timeline_start.get() else {
+            progress.timeline(
+                "connecting",
+                0.0,
+                "(--idle: waiting for every subscription)",
+            );
+            continue;
+        };
+        let now = Instant::now();
+        let ticks = shared.totals.borrow().ticks;
+        let rate = ticks.saturating_sub(last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+        last = (now, ticks);
+        let (stage, detail) = match shared.phase.get() {
+            Phase::WarmingUp => ("warm-up", String::new()),
+            Phase::Measuring => ("measuring", format!("· {rate:.0} msg/s")),
+            Phase::Done => ("draining", "(stalled clients)".to_string()),
+        };
+        progress.timeline(stage, (now - timeline_start).as_secs_f64(), &detail);
+    }
 }
 
 impl Default for Totals {
@@ -330,6 +621,8 @@ impl Default for Totals {
             server_errors: 0,
             first_server_error: None,
             unrecognised: 0,
+            caught_up: 0,
+            still_behind: 0,
         }
     }
 }
@@ -454,14 +747,72 @@ struct Client {
     shared: Rc<Shared>,
     seqs: SeqTracker,
     saw_gap: bool,
+    /// A `--stall`ed client: reads nothing until the run is over, and
+    /// counts into `Shared::stalled_totals`.
+    stalled: bool,
+    /// `ts` of the last tick read, to tell when a draining stalled client
+    /// has caught up with the feed.
+    last_tick_ts: u64,
 }
 
 /// Why a connection ended.
 enum Ended {
-    Closed(Option<u16>),
+    /// The server sent a close frame (`code reason`).
+    Closed(String),
     Eof,
     Error,
+    /// The run is over (reading clients).
     Done,
+    /// A stalled client read up to a tick produced after it began draining.
+    CaughtUp,
+    /// A stalled client was still reading older data at the drain limit.
+    StillBehind,
+}
+
+/// The bytes received on a connection and not yet handled.
+struct Inbox {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    end: usize,
+}
+
+impl Inbox {
+    fn new(stream: TcpStream, leftover: Bytes) -> Self {
+        let mut buf = vec![0u8; READ_BUFFER.max(leftover.len())];
+        buf[..leftover.len()].copy_from_slice(&leftover);
+        Inbox {
+            stream,
+            buf,
+            end: leftover.len(),
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[..self.end]
+    }
+
+    /// Drops the first `n` pending bytes (frames handled).
+    fn consume(&mut self, n: usize) {
+        self.buf.copy_within(n..self.end, 0);
+        self.end -= n;
+    }
+
+    /// Reads more bytes after the pending ones, growing the buffer first
+    /// if one frame fills it.
+    async fn read_more(&mut self) -> Result<(), Ended> {
+        if self.end == self.buf.len() {
+            let need = frame_len(self.pending()).unwrap_or(self.buf.len() * 2);
+            self.buf.resize(need.max(self.buf.len() + 1), 0);
+        }
+        match self.stream.read(&mut self.buf[self.end..]).await {
+            Ok(0) => Err(Ended::Eof),
+            Ok(n) => {
+                self.end += n;
+                Ok(())
+            }
+            Err(_) => Err(Ended::Error),
+        }
+    }
 }
 
 impl Client {
@@ -473,6 +824,9 @@ impl Client {
                 .expect("the semaphore is never closed");
             let result = tokio::time::timeout(timeout, self.connect()).await;
             self.shared.last_connect_attempt.set(Some(Instant::now()));
+            self.shared
+                .connect_attempts
+                .set(self.shared.connect_attempts.get() + 1);
             match result {
                 Ok(Ok(connected)) => Some(connected),
                 Ok(Err(e)) => {
@@ -488,14 +842,27 @@ impl Client {
         let Some((stream, leftover)) = connected else {
             return;
         };
-        self.shared.connected.set(self.shared.connected.get() + 1);
-        let ended = self.receive(stream, leftover).await;
-        let mut totals = self.shared.totals.borrow_mut();
+        let shared = self.shared.clone();
+        shared.connected.set(shared.connected.get() + 1);
+        let inbox = Inbox::new(stream, leftover);
+        let ended = if self.stalled {
+            shared
+                .stalled_connected
+                .set(shared.stalled_connected.get() + 1);
+            self.stall(inbox).await
+        } else {
+            self.receive(inbox).await
+        };
+        let mut totals = if self.stalled {
+            shared.stalled_totals.borrow_mut()
+        } else {
+            shared.totals.borrow_mut()
+        };
         match ended {
-            Ended::Closed(code) => {
-                *totals.close_codes.entry(code.unwrap_or(1005)).or_default() += 1;
-            }
+            Ended::Closed(label) => *totals.close_codes.entry(label).or_default() += 1,
             Ended::Eof | Ended::Error => totals.disconnects_without_close += 1,
+            Ended::CaughtUp => totals.caught_up += 1,
+            Ended::StillBehind => totals.still_behind += 1,
             Ended::Done => {}
         }
     }
@@ -546,23 +913,24 @@ impl Client {
 
     /// Reads frames until the server closes, the connection fails, or the
     /// run is over.
-    async fn receive(&mut self, mut stream: TcpStream, leftover: Bytes) -> Ended {
-        let mut buf = vec![0u8; READ_BUFFER.max(leftover.len())];
-        buf[..leftover.len()].copy_from_slice(&leftover);
-        let mut end = leftover.len();
+    async fn receive(&mut self, mut inbox: Inbox) -> Ended {
         loop {
             let phase = self.shared.phase.get();
             if phase == Phase::Done {
                 return Ended::Done;
             }
-            let (consumed, event) = self.handle_frames(&buf[..end], now_nanos(), phase);
-            buf.copy_within(consumed..end, 0);
-            end -= consumed;
+            let (consumed, event) = self.handle_frames(inbox.pending(), now_nanos(), phase);
+            inbox.consume(consumed);
             match event {
-                Some(Event::Close(code)) => return Ended::Closed(code),
+                Some(Event::Close(label)) => return Ended::Closed(label),
                 Some(Event::Broken) => return Ended::Error,
                 Some(Event::Ping(payload)) => {
-                    if stream.write_all(&masked_pong(&payload)).await.is_err() {
+                    if inbox
+                        .stream
+                        .write_all(&masked_pong(&payload))
+                        .await
+                        .is_err()
+                    {
                         return Ended::Error;
                     }
                     // Frames after the ping may already be in the buffer.
@@ -570,15 +938,50 @@ impl Client {
                 }
                 None => {}
             }
-            if end == buf.len() {
-                // One frame larger than the buffer: make room for it.
-                let need = frame_len(&buf[..end]).unwrap_or(buf.len() * 2);
-                buf.resize(need.max(buf.len() + 1), 0);
+            if let Err(ended) = inbox.read_more().await {
+                return ended;
             }
-            match stream.read(&mut buf[end..]).await {
-                Ok(0) => return Ended::Eof,
-                Ok(n) => end += n,
-                Err(_) => return Ended::Error,
+        }
+    }
+
+    /// A stalled client: holds the connection open without reading until
+    /// the run is over, then reads what is pending for at most
+    /// [`STALL_DRAIN`]: until the server's close frame, the end of the
+    /// stream, or a tick produced after draining began (caught up).
+    async fn stall(&mut self, mut inbox: Inbox) -> Ended {
+        while self.shared.phase.get() != Phase::Done {
+            self.shared.run_over.notified().await;
+        }
+        let since = now_nanos();
+        let deadline = tokio::time::Instant::now() + STALL_DRAIN;
+        loop {
+            // Everything read now counts: `Measuring` as far as counters go.
+            let (consumed, event) =
+                self.handle_frames(inbox.pending(), now_nanos(), Phase::Measuring);
+            inbox.consume(consumed);
+            match event {
+                Some(Event::Close(label)) => return Ended::Closed(label),
+                Some(Event::Broken) => return Ended::Error,
+                Some(Event::Ping(payload)) => {
+                    if inbox
+                        .stream
+                        .write_all(&masked_pong(&payload))
+                        .await
+                        .is_err()
+                    {
+                        return Ended::Error;
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            if self.last_tick_ts >= since {
+                return Ended::CaughtUp;
+            }
+            match tokio::time::timeout_at(deadline, inbox.read_more()).await {
+                Err(_) => return Ended::StillBehind,
+                Ok(Err(ended)) => return ended,
+                Ok(Ok(())) => {}
             }
         }
     }
@@ -589,7 +992,11 @@ impl Client {
     fn handle_frames(&mut self, data: &[u8], now_ns: u64, phase: Phase) -> (usize, Option<Event>) {
         let measuring = phase == Phase::Measuring;
         let shared = self.shared.clone();
-        let mut totals = shared.totals.borrow_mut();
+        let mut totals = if self.stalled {
+            shared.stalled_totals.borrow_mut()
+        } else {
+            shared.totals.borrow_mut()
+        };
         let mut at = 0;
         while at < data.len() {
             let frame = match next_frame(&data[at..]) {
@@ -601,11 +1008,7 @@ impl Client {
             at += frame.len;
             match frame.opcode {
                 OPCODE_TEXT => self.handle_text(payload, now_ns, measuring, &mut totals),
-                OPCODE_CLOSE => {
-                    let code =
-                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                    return (at, Some(Event::Close(code)));
-                }
+                OPCODE_CLOSE => return (at, Some(Event::Close(close_label(payload)))),
                 OPCODE_PING => return (at, Some(Event::Ping(payload.to_vec()))),
                 _ => totals.unrecognised += 1,
             }
@@ -622,6 +1025,7 @@ impl Client {
                     return;
                 };
                 let seen = self.seqs.tick(tick.symbol, tick.seq);
+                self.last_tick_ts = tick.ts;
                 if !measuring {
                     return;
                 }
@@ -660,8 +1064,8 @@ impl Client {
 /// What a connection must do after a batch of frames.
 #[derive(Debug, PartialEq)]
 enum Event {
-    /// The server sent a close frame, with this code if it gave one.
-    Close(Option<u16>),
+    /// The server sent a close frame, described by [`close_label`].
+    Close(String),
     /// The server pinged; answer with this payload.
     Ping(Vec<u8>),
     /// The stream is not valid WebSocket from a server.
@@ -729,6 +1133,23 @@ fn frame_len(data: &[u8]) -> Option<usize> {
         127 => 10 + usize::try_from(u64::from_be_bytes(data.get(2..10)?.try_into().ok()?)).ok()?,
         n => 2 + usize::from(n),
     })
+}
+
+/// A close frame's payload as `code reason` (`1008 slow consumer`), or
+/// `1005` (RFC 6455's "no status received") when it has no code.
+fn close_label(payload: &[u8]) -> String {
+    match payload {
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            let reason = String::from_utf8_lossy(reason);
+            if reason.is_empty() {
+                code.to_string()
+            } else {
+                format!("{code} {reason}")
+            }
+        }
+        _ => "1005".to_string(),
+    }
 }
 
 /// A client pong frame (clients must mask) carrying `payload`.
@@ -904,6 +1325,58 @@ mod tests {
         assert_eq!(seqs.tick(0, 12), Seen::Regressed);
         // A regression does not move the base.
         assert_eq!(seqs.tick(0, 17), Seen::InOrder);
+    }
+
+    /// The delivery ratio's counters, kept the way `handle_text` keeps
+    /// them, against the definition in `report::Delivery`: per symbol,
+    /// produced = last seq received in the window − the seq seen before it.
+    #[test]
+    fn delivery_counts_are_exact_at_the_window_edges() {
+        let mut seqs = SeqTracker::new(3);
+        let mut received = 0;
+        let mut gaps = Gaps::default();
+        let mut count = |seen: Seen, gaps: &mut Gaps| {
+            received += 1;
+            match seen {
+                Seen::InOrder => {}
+                Seen::Gap(missing) => gaps.missing_ticks += missing,
+                Seen::Regressed => gaps.seq_regressions += 1,
+            }
+        };
+        // Warm-up: snapshots and ticks before the window count nowhere.
+        seqs.snapshot(0, 10);
+        seqs.tick(0, 11);
+        seqs.tick(0, 12);
+        seqs.snapshot(1, 100);
+        // The window. Symbol 0: base 12, a gap of 3, a duplicate, last 19.
+        for seq in [13, 17, 18, 18, 19] {
+            count(seqs.tick(0, seq), &mut gaps);
+        }
+        // Symbol 1: base is its snapshot (100), every tick arrives.
+        for seq in 101..=110 {
+            count(seqs.tick(1, seq), &mut gaps);
+        }
+        // Symbol 2 had no snapshot (never traded): base 0, first gap of 1.
+        for seq in [2, 3] {
+            count(seqs.tick(2, seq), &mut gaps);
+        }
+        let never_traded = 0;
+        let produced_by_definition = (19 - 12) + (110 - 100) + (3 - never_traded);
+        let delivered_new_ticks = 4 + 10 + 2;
+        let delivery = Delivery::from_counts(received, &gaps);
+        assert_eq!(delivery.produced, produced_by_definition);
+        assert_eq!(delivery.delivered, delivered_new_ticks);
+        let percent = 100.0 * 16.0 / 20.0;
+        assert_eq!(delivery.percent, Some(percent));
+    }
+
+    #[test]
+    fn close_frames_are_labelled_by_code_and_reason() {
+        let frame = close_frame(1008, "slow consumer");
+        let at = next_frame(&frame).unwrap().unwrap();
+        assert_eq!(close_label(&frame[at.payload]), "1008 slow consumer");
+        assert_eq!(close_label(&[0x03, 0xE9]), "1001");
+        assert_eq!(close_label(&[]), "1005");
     }
 
     #[test]

@@ -3,10 +3,8 @@
 
 #![forbid(unsafe_code)]
 
-mod load;
-mod report;
-
 use clap::{Parser, Subcommand};
+use feed_sim::load;
 
 /// tickcast's feed simulator and load tester.
 #[derive(Debug, Parser)]
