@@ -1,6 +1,6 @@
 //! feed-sim: tickcast's feed simulator and load tester, as a library so
-//! that `tests/load.rs` can run a load against a server started in the
-//! same process and check the [`report::Report`] it gets back.
+//! that its tests can run a load (and a publisher) against a server
+//! started in the same process and check the [`report::Report`] they get.
 //!
 //! # Layout
 //!
@@ -10,6 +10,9 @@
 //! - [`hgrm`]: the latency histogram in HdrHistogram's `.hgrm` text format.
 //! - [`plot`]: the latency-by-percentile SVG chart of one or more runs.
 //! - [`progress`]: the progress bars drawn on stderr while a run goes on.
+//! - [`publish`]: `feed-sim publish`, the simulator as an external
+//!   producer for a server started with `--feed ingest`.
+//! - `ws`: the client side of the WebSocket handshake, shared by both.
 
 #![forbid(unsafe_code)]
 
@@ -17,4 +20,6 @@ pub mod hgrm;
 pub mod load;
 pub mod plot;
 pub mod progress;
+pub mod publish;
 pub mod report;
+mod ws;

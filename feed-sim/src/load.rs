@@ -28,7 +28,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -41,7 +40,7 @@ use clap::{ArgGroup, Args};
 use fastwebsockets::{Frame, Payload};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt as _, Empty};
-use hyper::header::{CONNECTION, HOST, UPGRADE};
+use hyper::header::HOST;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use memchr::memmem;
@@ -58,6 +57,7 @@ use crate::progress::Progress;
 use crate::report::{
     self, CpuUse, CurvePoint, Delivery, Gaps, IdleMemory, Latency, Report, ServerUse, Stalled,
 };
+use crate::ws::{self, Target};
 
 /// Bytes each client reads into at once: room for about a hundred ticks,
 /// so a client that falls behind catches up in few system calls. Grows
@@ -646,56 +646,6 @@ fn raise_open_file_limit(clients: usize) -> u64 {
     limit
 }
 
-/// Where the server is.
-#[derive(Clone, Debug)]
-struct Target {
-    addr: SocketAddr,
-    /// `host:port` as given, for the `Host` header.
-    authority: String,
-    /// Request path of the WebSocket endpoint.
-    path: String,
-}
-
-impl Target {
-    fn parse(url: &str) -> anyhow::Result<Self> {
-        let uri: hyper::Uri = url
-            .parse()
-            .with_context(|| format!("{url:?} is not a URL; give e.g. ws://127.0.0.1:8080/ws"))?;
-        if uri.scheme_str() != Some("ws") {
-            bail!("{url:?} is not a ws:// URL (wss is not supported); give e.g. ws://127.0.0.1:8080/ws");
-        }
-        let authority = uri
-            .authority()
-            .with_context(|| format!("{url:?} has no host; give e.g. ws://127.0.0.1:8080/ws"))?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let port = authority.port_u16().unwrap_or(80);
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
-            .with_context(|| format!("could not resolve {host}"))?
-            .next()
-            .with_context(|| format!("{host} has no address"))?;
-        Ok(Target {
-            addr,
-            authority: authority.to_string(),
-            path: uri.path().to_string(),
-        })
-    }
-}
-
-/// Runs hyper's connection futures on the local task set.
-struct LocalExecutor;
-
-impl<F> hyper::rt::Executor<F> for LocalExecutor
-where
-    F: Future + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::task::spawn_local(future);
-    }
-}
-
 /// The symbol names of `GET /symbols` (a JSON array of objects with a
 /// `sym` field), in the server's order.
 async fn fetch_symbols(target: &Target) -> anyhow::Result<Vec<String>> {
@@ -888,19 +838,7 @@ impl Client {
         }
         let stream = socket.connect(self.target.addr).await.context("connect")?;
         stream.set_nodelay(true).context("nodelay")?;
-        let request = Request::get(self.target.path.as_str())
-            .header(HOST, &self.target.authority)
-            .header(UPGRADE, "websocket")
-            .header(CONNECTION, "upgrade")
-            .header(
-                "Sec-WebSocket-Key",
-                fastwebsockets::handshake::generate_key(),
-            )
-            .header("Sec-WebSocket-Version", "13")
-            .body(Empty::<Bytes>::new())?;
-        let (mut ws, _) = fastwebsockets::handshake::client(&LocalExecutor, request, stream)
-            .await
-            .context("upgrade")?;
+        let mut ws = ws::upgrade(stream, &self.target, None).await?;
         ws.write_frame(Frame::text(Payload::Owned(self.subscribe.to_vec())))
             .await
             .context("send subscribe")?;

@@ -4,79 +4,11 @@
 //! tick), and `--stall`ed clients must be reported apart from the others.
 //! Nothing here asserts a timing.
 
-use std::time::Duration;
+mod common;
 
-use clap::Parser;
-use feed_sim::load::{self, LoadArgs};
+use common::{load_args, start_server};
+use feed_sim::load;
 use feed_sim::report::Report;
-use tickcast::{Config, Server};
-use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-/// Longest the server may take to stop.
-const WAIT: Duration = Duration::from_secs(20);
-
-/// The real server on its own runtime, so the load tool can run its own
-/// current-thread runtime on the test's thread.
-struct RunningServer {
-    url: String,
-    runtime: Runtime,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-fn start_server() -> RunningServer {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let mut config = Config::defaults();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let server = runtime.block_on(Server::bind(config)).expect("bind");
-    let url = format!("ws://{}/ws", server.local_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = runtime.spawn(async move {
-        server
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server run");
-    });
-    RunningServer {
-        url,
-        runtime,
-        stop,
-        task,
-    }
-}
-
-impl RunningServer {
-    /// Fires the shutdown signal and waits for `run` to return.
-    fn stop(self) {
-        let _ = self.stop.send(());
-        let task = self.task;
-        self.runtime
-            .block_on(async { tokio::time::timeout(WAIT, task).await })
-            .expect("server stops in time")
-            .expect("server task");
-    }
-}
-
-/// `feed-sim load` with these flags, parsed as the command line is.
-fn load_args(url: &str, flags: &[&str]) -> LoadArgs {
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        load: LoadArgs,
-    }
-    let argv = ["feed-sim", "--url", url, "--no-progress"]
-        .into_iter()
-        .chain(flags.iter().copied());
-    Cli::try_parse_from(argv).expect("valid flags").load
-}
 
 /// What every run of the reading clients must satisfy.
 fn assert_counts_add_up(report: &Report, reading: usize) {

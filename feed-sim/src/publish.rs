@@ -1,0 +1,223 @@
+//! `feed-sim publish`: the built-in simulator as an external producer.
+//!
+//! Runs the same price model as the server's built-in feed
+//! (`tickcast::feed::sim`, paced by `tickcast::feed::pacer`) and sends the
+//! ticks to a server started with `--feed ingest`, at `/ingest`, in the
+//! format clients receive (`tickcast::fanout::encode`): every tick due at
+//! one wake-up goes out as one JSON array per frame. The publisher assigns
+//! `seq` and `ts`; the server keeps them.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bytes::{BufMut, BytesMut};
+use clap::Args;
+use fastwebsockets::{after_handshake_split, FragmentCollectorRead, Frame, OpCode, Payload, Role};
+use tokio::net::TcpStream;
+
+use tickcast::fanout::encode::{write_tick_json, TickKind};
+use tickcast::feed::now_nanos;
+use tickcast::feed::pacer::Pacer;
+use tickcast::feed::sim::Simulator;
+use tickcast::feed::symbols::universe;
+
+use crate::ws::{self, Target};
+
+/// Most ticks in one frame: about 150 bytes each, so a frame stays well
+/// under the server's 64 KiB message limit.
+pub const MAX_TICKS_PER_FRAME: usize = 300;
+
+/// Options of `feed-sim publish`.
+#[derive(Clone, Debug, Args)]
+pub struct PublishArgs {
+    /// The server's ingest endpoint.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ingest")]
+    pub url: String,
+
+    /// The server's `--ingest-token`.
+    #[arg(long, env = "TICKCAST_INGEST_TOKEN", hide_env_values = true)]
+    pub token: String,
+
+    /// Number of symbols; use the server's `--symbols`, since both take the
+    /// same list (real tickers first, then generated names).
+    #[arg(long, default_value_t = 100)]
+    pub symbols: usize,
+
+    /// Total ticks per second across all symbols.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+
+    /// Seed of the price model: the same seed gives the same ticks.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Stop after this many seconds (default: run until interrupted).
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+/// What a publishing run did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Published {
+    /// Ticks sent.
+    pub ticks: u64,
+    /// Frames sent.
+    pub frames: u64,
+    /// `error` replies the server sent.
+    pub errors: u64,
+    /// Seconds spent publishing.
+    pub seconds: f64,
+}
+
+/// Runs `feed-sim publish` and prints what it did.
+pub fn run(args: PublishArgs) -> anyhow::Result<()> {
+    let published = publish(&args)?;
+    println!(
+        "published {} ticks in {} frames over {:.1} s ({:.0} ticks/s); {} error replies",
+        published.ticks,
+        published.frames,
+        published.seconds,
+        published.ticks as f64 / published.seconds.max(1e-9),
+        published.errors
+    );
+    Ok(())
+}
+
+/// Publishes until `args.duration` has passed (or the server closes);
+/// builds its own current-thread runtime.
+pub fn publish(args: &PublishArgs) -> anyhow::Result<Published> {
+    if args.symbols == 0 || args.symbols > 100_000 {
+        bail!("give --symbols between 1 and 100000 (the same number as the server's --symbols)");
+    }
+    if !(args.rate > 0.0 && args.rate.is_finite()) {
+        bail!("give a --rate above 0 ticks per second");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, publish_on(args))
+}
+
+async fn publish_on(args: &PublishArgs) -> anyhow::Result<Published> {
+    let target = Target::parse(&args.url)?;
+    let stream = TcpStream::connect(target.addr).await.with_context(|| {
+        format!(
+            "could not connect to {}: is the server running?",
+            target.addr
+        )
+    })?;
+    stream.set_nodelay(true)?;
+    let ws = ws::upgrade(stream, &target, Some(&args.token)).await?;
+    let parts = ws
+        .into_inner()
+        .into_inner()
+        .downcast::<hyper_util::rt::TokioIo<TcpStream>>()
+        .map_err(|_| anyhow::anyhow!("the upgraded connection is not a TcpStream"))?;
+    let (read_half, write_half) = parts.io.into_inner().into_split();
+    let early = std::io::Cursor::new(parts.read_buf);
+    let (read, mut write) = after_handshake_split(
+        tokio::io::AsyncReadExt::chain(early, read_half),
+        write_half,
+        Role::Client,
+    );
+    let mut read = FragmentCollectorRead::new(read);
+
+    // The server's replies: errors are counted and shown, a close ends the
+    // run.
+    let errors = Rc::new(Cell::new(0u64));
+    let closed = Rc::new(tokio::sync::Notify::new());
+    let reader = {
+        let (errors, closed) = (errors.clone(), closed.clone());
+        tokio::task::spawn_local(async move {
+            let mut ignore =
+                |_: Frame<'_>| std::future::ready(Ok::<(), std::convert::Infallible>(()));
+            loop {
+                match read.read_frame(&mut ignore).await {
+                    Ok(frame) if frame.opcode == OpCode::Text => {
+                        errors.set(errors.get() + 1);
+                        if errors.get() <= 10 {
+                            eprintln!("server: {}", String::from_utf8_lossy(&frame.payload));
+                        }
+                    }
+                    Ok(frame) if frame.opcode == OpCode::Close => {
+                        let code = frame
+                            .payload
+                            .get(..2)
+                            .map(|c| u16::from_be_bytes([c[0], c[1]]));
+                        eprintln!(
+                            "server closed the connection: {} {}",
+                            code.map_or("without code".into(), |c| c.to_string()),
+                            String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default())
+                        );
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            closed.notify_one();
+        })
+    };
+
+    let specs = universe(args.symbols);
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let mut simulator = Simulator::new(&specs, args.rate, args.seed);
+    let start = Instant::now();
+    let end = args.duration.map(|d| start + Duration::from_secs_f64(d));
+    let mut pacer = Pacer::new(args.rate, start);
+    let mut published = Published::default();
+    let mut frame = BytesMut::with_capacity(MAX_TICKS_PER_FRAME * 160);
+    loop {
+        let now = Instant::now();
+        if end.is_some_and(|end| now >= end) {
+            break;
+        }
+        let mut due = pacer.due(now);
+        while due > 0 {
+            let count = due.min(MAX_TICKS_PER_FRAME as u64);
+            due -= count;
+            frame.clear();
+            frame.put_u8(b'[');
+            for i in 0..count {
+                if i > 0 {
+                    frame.put_u8(b',');
+                }
+                let tick = simulator.next_tick(now_nanos());
+                write_tick_json(
+                    &mut frame,
+                    TickKind::Tick,
+                    &names[tick.symbol as usize],
+                    &tick,
+                );
+            }
+            frame.put_u8(b']');
+            write
+                .write_frame(Frame::text(Payload::Borrowed(&frame)))
+                .await
+                .context("the server closed the ingest connection")?;
+            published.ticks += count;
+            published.frames += 1;
+        }
+        let next = pacer.next_deadline();
+        let wait = match end {
+            Some(end) => next.min(end),
+            None => next,
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(wait.into()) => {}
+            () = closed.notified() => break,
+        }
+    }
+    published.seconds = start.elapsed().as_secs_f64();
+    let _ = write
+        .write_frame(Frame::close(1000, b"publisher done"))
+        .await;
+    // Give the server a moment to answer the close, then stop reading.
+    let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+    published.errors = errors.get();
+    Ok(published)
+}

@@ -1,0 +1,104 @@
+//! The client side of a WebSocket handshake, shared by `load` and
+//! `publish`: where the server is, and the upgrade itself.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use fastwebsockets::{WebSocket, WebSocketError};
+use http_body_util::Empty;
+use hyper::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+use hyper::upgrade::Upgraded;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Where the server is.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    /// The resolved address.
+    pub(crate) addr: SocketAddr,
+    /// `host:port` as given, for the `Host` header.
+    pub(crate) authority: String,
+    /// Request path of the WebSocket endpoint.
+    pub(crate) path: String,
+}
+
+impl Target {
+    /// Parses a `ws://host:port/path` URL and resolves the host.
+    pub(crate) fn parse(url: &str) -> anyhow::Result<Self> {
+        let uri: hyper::Uri = url
+            .parse()
+            .with_context(|| format!("{url:?} is not a URL; give e.g. ws://127.0.0.1:8080/ws"))?;
+        if uri.scheme_str() != Some("ws") {
+            bail!("{url:?} is not a ws:// URL (wss is not supported); give e.g. ws://127.0.0.1:8080/ws");
+        }
+        let authority = uri
+            .authority()
+            .with_context(|| format!("{url:?} has no host; give e.g. ws://127.0.0.1:8080/ws"))?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(80);
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .with_context(|| format!("could not resolve {host}"))?
+            .next()
+            .with_context(|| format!("{host} has no address"))?;
+        Ok(Target {
+            addr,
+            authority: authority.to_string(),
+            path: uri.path().to_string(),
+        })
+    }
+}
+
+/// Runs hyper's connection futures on the local task set.
+pub(crate) struct LocalExecutor;
+
+impl<F> hyper::rt::Executor<F> for LocalExecutor
+where
+    F: Future + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
+}
+
+/// Upgrades `stream` to a WebSocket at `target`'s path, presenting
+/// `bearer` as an `Authorization: Bearer` token if given. Must run inside a
+/// `LocalSet`.
+pub(crate) async fn upgrade(
+    stream: TcpStream,
+    target: &Target,
+    bearer: Option<&str>,
+) -> anyhow::Result<WebSocket<TokioIo<Upgraded>>> {
+    let mut request = Request::get(target.path.as_str())
+        .header(HOST, &target.authority)
+        .header(UPGRADE, "websocket")
+        .header(CONNECTION, "upgrade")
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
+        .header("Sec-WebSocket-Version", "13");
+    if let Some(token) = bearer {
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Empty::<Bytes>::new())?;
+    match fastwebsockets::handshake::client(&LocalExecutor, request, stream).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(WebSocketError::InvalidStatusCode(401)) => bail!(
+            "the server refused the token (401): pass the server's --ingest-token with --token"
+        ),
+        Err(WebSocketError::InvalidStatusCode(404)) => bail!(
+            "{} is not served (404): is the path right, and for /ingest, was the server started with --feed ingest?",
+            target.path
+        ),
+        Err(WebSocketError::InvalidStatusCode(409)) => {
+            bail!("another publisher is connected (409): only one may publish at a time")
+        }
+        Err(err) => Err(err).context("WebSocket upgrade"),
+    }
+}

@@ -1,0 +1,90 @@
+//! Shared by feed-sim's integration tests: the real tickcast server,
+//! started in this process on 127.0.0.1:0, and load-tool flags parsed as
+//! the command line parses them.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use clap::Parser;
+use feed_sim::load::LoadArgs;
+use tickcast::{Config, Server};
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Longest the server may take to stop.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The real server on its own runtime, so the load tool can run its own
+/// current-thread runtime on the test's thread.
+pub struct RunningServer {
+    /// The server's `/ws` URL.
+    pub url: String,
+    /// The server's address.
+    pub addr: std::net::SocketAddr,
+    runtime: Runtime,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// Starts the server with the test defaults.
+pub fn start_server() -> RunningServer {
+    start_server_with(|_| {})
+}
+
+/// Starts the server with the test defaults changed by `adjust`.
+pub fn start_server_with(adjust: impl FnOnce(&mut Config)) -> RunningServer {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let mut config = Config::defaults();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    adjust(&mut config);
+    let server = runtime.block_on(Server::bind(config)).expect("bind");
+    let addr = server.local_addr();
+    let url = format!("ws://{addr}/ws");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = runtime.spawn(async move {
+        server
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server run");
+    });
+    RunningServer {
+        url,
+        addr,
+        runtime,
+        stop,
+        task,
+    }
+}
+
+impl RunningServer {
+    /// Fires the shutdown signal and waits for `run` to return.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let task = self.task;
+        self.runtime
+            .block_on(async { tokio::time::timeout(WAIT, task).await })
+            .expect("server stops in time")
+            .expect("server task");
+    }
+}
+
+/// `feed-sim load` with these flags, parsed as the command line is.
+pub fn load_args(url: &str, flags: &[&str]) -> LoadArgs {
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+    let argv = ["feed-sim", "--url", url, "--no-progress"]
+        .into_iter()
+        .chain(flags.iter().copied());
+    Cli::try_parse_from(argv).expect("valid flags").load
+}
