@@ -139,7 +139,7 @@ impl Outbox {
     pub fn new(limits: OutboxLimits) -> Self {
         Outbox {
             state: Mutex::new(State {
-                queue: VecDeque::with_capacity(8),
+                queue: VecDeque::new(),
                 tick_bytes: 0,
                 reply_bytes: 0,
                 latest: IndexMap::new(),

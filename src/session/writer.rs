@@ -31,8 +31,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::outbox::{Outbox, Take};
 
 /// Frames per `writev` call (Linux allows 1024); a pass with more frames
-/// loops. Kept small because the slice array is built on the stack per call.
-pub const MAX_IOVECS: usize = 128;
+/// loops.
+pub const MAX_IOVECS: usize = 1024;
 
 /// How long a closing connection may take to accept its last partial frame
 /// and the close frame before the socket is dropped.
@@ -50,7 +50,9 @@ pub enum WriterExit {
 
 /// Runs until the connection closes. I/O errors mean the peer is gone.
 pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::Result<WriterExit> {
-    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(64);
+    // Starts empty and keeps the capacity it grows to: an idle connection
+    // costs no buffer here.
+    let mut batch: VecDeque<Bytes> = VecDeque::new();
     // Whether the front frame of `batch` is partly sent.
     let mut front_started = false;
     // Whether the socket filled up while sending the current batch.
@@ -88,15 +90,19 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
         }
         let mut offered = 0;
         let written = {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = batch.len().min(MAX_IOVECS);
-            for (slice, frame) in slices.iter_mut().zip(batch.iter()) {
-                *slice = IoSlice::new(frame);
-                offered += frame.len();
-            }
+            // Built per write rather than kept in the task, whose size
+            // every idle connection would pay for.
+            let slices: Vec<IoSlice<'_>> = batch
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|frame| {
+                    offered += frame.len();
+                    IoSlice::new(frame)
+                })
+                .collect();
             tokio::select! {
                 biased;
-                written = socket.write_vectored(&slices[..count]) => Some(written?),
+                written = socket.write_vectored(&slices) => Some(written?),
                 // Woken while the socket is full: new frames (taken after
                 // this batch) or a close (checked at the top of the loop).
                 () = outbox.changed() => None,
