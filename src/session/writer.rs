@@ -21,6 +21,8 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -57,16 +59,13 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
     let mut front_started = false;
     // Whether the socket filled up while sending the current batch.
     let mut blocked = false;
-    // When the socket last accepted bytes.
-    let mut progress = Instant::now();
+    // Since when the socket has refused bytes; `None` while it takes them.
+    let mut refusing_since: Option<Instant> = None;
     let stall_timeout = outbox.limits().write_timeout;
     loop {
         if batch.is_empty() {
             match outbox.take(&mut batch) {
-                Take::Frames => {
-                    blocked = false;
-                    progress = Instant::now();
-                }
+                Take::Frames => blocked = false,
                 Take::Idle => {
                     outbox.changed().await;
                     continue;
@@ -100,19 +99,38 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
                     IoSlice::new(frame)
                 })
                 .collect();
-            tokio::select! {
-                biased;
-                written = socket.write_vectored(&slices) => Some(written?),
-                // Woken while the socket is full: new frames (taken after
-                // this batch) or a close (checked at the top of the loop).
-                () = outbox.changed() => None,
-                () = tokio::time::sleep_until(progress + stall_timeout) => {
-                    if !outbox.close_slow() {
-                        // Already closing, and the peer takes nothing:
-                        // waiting longer would not get the close out.
-                        return Ok(WriterExit::Aborted);
+            // The common case first: the socket takes the bytes at once,
+            // with no timer or clock read on the way.
+            let attempt = std::future::poll_fn(|cx| {
+                Poll::Ready(
+                    match Pin::new(&mut *socket).poll_write_vectored(cx, &slices) {
+                        Poll::Ready(written) => Some(written),
+                        Poll::Pending => None,
+                    },
+                )
+            })
+            .await;
+            match attempt {
+                Some(written) => Some(written?),
+                None => {
+                    let since = *refusing_since.get_or_insert_with(Instant::now);
+                    tokio::select! {
+                        biased;
+                        written = socket.write_vectored(&slices) => Some(written?),
+                        // Woken while the socket is full: new frames (taken
+                        // after this batch) or a close (checked at the top
+                        // of the loop).
+                        () = outbox.changed() => None,
+                        () = tokio::time::sleep_until(since + stall_timeout) => {
+                            if !outbox.close_slow() {
+                                // Already closing, and the peer takes
+                                // nothing: waiting longer would not get the
+                                // close out.
+                                return Ok(WriterExit::Aborted);
+                            }
+                            None
+                        }
                     }
-                    None
                 }
             }
         };
@@ -123,7 +141,9 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        progress = Instant::now();
+        if refusing_since.take().is_some() {
+            blocked = true;
+        }
         blocked |= n < offered;
         while n > 0 {
             let front = batch.front_mut().expect("wrote more than was queued");

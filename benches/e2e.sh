@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# End-to-end scenarios of docs/BENCHMARKS.md, over loopback: the server
+# pinned to core 0, feed-sim to core 1, one fresh server per run.
+#
+#   benches/e2e.sh dashboard [RATE]     10,000 clients x 10 of 100 symbols (default 1000 ticks/s)
+#   benches/e2e.sh firehose RATE...     1,000 clients on "*", one run per rate
+#   benches/e2e.sh idle                 10,000 subscribed clients: memory per connection
+#   benches/e2e.sh stalled              the dashboard with 100 clients that stop reading
+#
+# Extra feed-sim flags can follow in FEED_SIM_FLAGS. Results (JSON, .hgrm,
+# SVG) land in ${OUT:-target/e2e}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-target/e2e}
+PORT=${PORT:-18200}
+WARMUP=${WARMUP:-3}
+DURATION=${DURATION:-10}
+mkdir -p "$OUT"
+cargo build --release -q -p tickcast -p feed-sim
+
+# run NAME RATE FEED-SIM-FLAGS...: one fresh server, one load run.
+run() {
+    local name=$1 rate=$2
+    shift 2
+    taskset -c 0 ./target/release/tickcast --listen "127.0.0.1:$PORT" --rate "$rate" \
+        >"$OUT/$name.server.log" 2>&1 &
+    local server=$!
+    # Wait for the listener (no sleep-and-hope: poll the port, bounded).
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+        sleep 0.05
+    done
+    echo "== $name: $rate ticks/s, feed-sim $*"
+    taskset -c 1 ./target/release/feed-sim load --url "ws://127.0.0.1:$PORT/ws" \
+        --warmup "$WARMUP" --duration "$DURATION" --server-pid "$server" --no-progress \
+        --json "$OUT/$name.json" --hgrm "$OUT/$name.hgrm" --plot "$OUT/$name.svg" \
+        "$@" ${FEED_SIM_FLAGS:-} || true
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+}
+
+scenario=${1:?usage: benches/e2e.sh dashboard|firehose|idle|stalled [RATE...]}
+shift
+case "$scenario" in
+    dashboard) rate=${1:-1000}; run "dashboard-$rate" "$rate" --clients 10000 --subs 10 ;;
+    firehose)
+        [ $# -gt 0 ] || set -- 1000 2000 3000 4000
+        for rate in "$@"; do run "firehose-$rate" "$rate" --clients 1000 --all; done ;;
+    idle) run idle 1000 --clients 10000 --subs 10 --idle ;;
+    stalled) run stalled 1000 --clients 10000 --subs 10 --stall 100 ;;
+    *) echo "unknown scenario $scenario: dashboard, firehose, idle or stalled" >&2; exit 2 ;;
+esac
