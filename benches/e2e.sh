@@ -4,7 +4,7 @@
 #
 #   benches/e2e.sh dashboard [RATE]     10,000 clients x 10 of 100 symbols (default 1000 ticks/s)
 #   benches/e2e.sh firehose RATE...     1,000 clients on "*", one run per rate
-#   benches/e2e.sh idle                 10,000 subscribed clients: memory per connection
+#   benches/e2e.sh idle                 10,000 clients x 10 symbols at 10 ticks/s: memory per connection
 #   benches/e2e.sh stalled              the dashboard with 100 clients that stop reading
 #
 # Extra feed-sim flags can follow in FEED_SIM_FLAGS. Results (JSON, .hgrm,
@@ -47,7 +47,7 @@ case "$scenario" in
     firehose)
         [ $# -gt 0 ] || set -- 1000 2000 3000 4000
         for rate in "$@"; do run "firehose-$rate" "$rate" --clients 1000 --all; done ;;
-    idle) run idle 1000 --clients 10000 --subs 10 --idle ;;
+    idle) run idle 10 --clients 10000 --subs 10 --idle ;;
     stalled) run stalled 1000 --clients 10000 --subs 10 --stall 100 ;;
     *) echo "unknown scenario $scenario: dashboard, firehose, idle or stalled" >&2; exit 2 ;;
 esac
