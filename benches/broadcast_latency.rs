@@ -48,6 +48,8 @@
 //!
 //! Run with `cargo bench --bench broadcast_latency`.
 
+mod naive;
+
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -79,9 +81,6 @@ use tickcast::feed::sim::Simulator;
 use tickcast::feed::symbols::universe;
 use tickcast::http::{self, AppState};
 use tickcast::ring::{self, Producer};
-use tickcast::server::MAX_FRAGMENTS;
-use tickcast::session::guard::GuardLimits;
-use tickcast::session::outbox::OutboxLimits;
 use tickcast::session::SessionContext;
 use tickcast::stats::Stats;
 use tickcast::tick::{SymbolTable, Tick};
@@ -403,15 +402,8 @@ fn start_tickcast(server: &Runtime, listener: TcpListener, symbols: Arc<SymbolTa
     let _entered = server.enter();
     let config = Config::defaults();
     let stats = Arc::new(Stats::default());
-    let outbox_limits = OutboxLimits {
-        max_bytes: config.max_outbox_bytes,
-        slow_consumer_timeout: config.slow_consumer_timeout,
-        write_timeout: config.write_timeout,
-    };
-    let guard_limits = GuardLimits {
-        max_message_bytes: config.max_message_bytes,
-        max_fragments: MAX_FRAGMENTS,
-    };
+    let outbox_limits = config.outbox_limits();
+    let guard_limits = config.guard_limits();
 
     let producer = ring::channel::<Tick>(config.ring_capacity as usize);
     let cursor = producer.cursor();
@@ -506,21 +498,6 @@ struct SubscribedMsg<'a> {
     symbols: &'a [String],
 }
 
-/// The same tick message as tickcast's `tick_frame` writes, as a
-/// per-connection server would declare it.
-#[derive(Serialize)]
-struct TickMsg<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    sym: &'a str,
-    seq: u64,
-    px: f64,
-    bid: f64,
-    ask: f64,
-    size: u32,
-    ts: u64,
-}
-
 /// One naive connection: handshake, wait for a subscribe, then serialize
 /// and send every tick of a subscribed symbol; close with 1001 on shutdown.
 async fn naive_session(
@@ -576,17 +553,7 @@ async fn naive_session(
                     if !wanted.iter().any(|w| w == sym) {
                         continue;
                     }
-                    let json = serde_json::to_string(&TickMsg {
-                        kind: "tick",
-                        sym,
-                        seq: tick.seq,
-                        px: tick.px,
-                        bid: tick.bid,
-                        ask: tick.ask,
-                        size: tick.size,
-                        ts: tick.ts,
-                    })
-                    .expect("serializing to memory cannot fail");
+                    let json = naive::tick_json(sym, &tick);
                     if ws.send(Message::text(json)).await.is_err() {
                         return;
                     }

@@ -10,12 +10,13 @@
 //! short, and their byte limit is far above what one tick queues, so
 //! nothing conflates.
 
+mod naive;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use serde::Serialize;
 use tokio::sync::broadcast;
 
 use tickcast::fanout::{Command, Fanout};
@@ -37,21 +38,6 @@ const BASELINE_MAX_RECIPIENTS: usize = 10_000;
 /// Distinct ticks cycled through (all moved onto symbol 0, which every
 /// subscriber follows).
 const TICKS: usize = 1024;
-
-/// The same message as `tick_frame` writes, as a per-connection server
-/// would declare it.
-#[derive(Serialize)]
-struct TickMsg<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    sym: &'a str,
-    seq: u64,
-    px: f64,
-    bid: f64,
-    ask: f64,
-    size: u32,
-    ts: u64,
-}
 
 fn ticks() -> (Vec<Tick>, Arc<SymbolTable>) {
     let specs = universe(100);
@@ -142,17 +128,7 @@ fn fanout(c: &mut Criterion) {
                 sender.send(tick).expect("receivers are alive");
                 for receiver in &mut receivers {
                     let tick = receiver.try_recv().expect("one tick per receiver");
-                    let json = serde_json::to_string(&TickMsg {
-                        kind: "tick",
-                        sym: name,
-                        seq: tick.seq,
-                        px: tick.px,
-                        bid: tick.bid,
-                        ask: tick.ask,
-                        size: tick.size,
-                        ts: tick.ts,
-                    })
-                    .expect("serializing to memory cannot fail");
+                    let json = naive::tick_json(name, &tick);
                     black_box(text_frame(json.as_bytes()));
                 }
             })

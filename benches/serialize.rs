@@ -7,8 +7,9 @@
 //! the ratio of the two medians is what "serialize once" saves per
 //! recipient.
 
+mod naive;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use serde::Serialize;
 
 use tickcast::fanout::encode::{tick_frame, TickKind};
 use tickcast::feed::sim::Simulator;
@@ -20,34 +21,9 @@ use tickcast::tick::Tick;
 /// varied symbols, prices and sizes rather than one repeated value.
 const TICKS: usize = 4096;
 
-/// The same message as `tick_frame` writes, the way a per-connection
-/// server would declare it.
-#[derive(Serialize)]
-struct TickMsg<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    sym: &'a str,
-    seq: u64,
-    px: f64,
-    bid: f64,
-    ask: f64,
-    size: u32,
-    ts: u64,
-}
-
 /// The naive path: serialize to a `String`, then copy it into a frame.
 fn naive_frame(name: &str, tick: &Tick) -> bytes::Bytes {
-    let json = serde_json::to_string(&TickMsg {
-        kind: "tick",
-        sym: name,
-        seq: tick.seq,
-        px: tick.px,
-        bid: tick.bid,
-        ask: tick.ask,
-        size: tick.size,
-        ts: tick.ts,
-    })
-    .expect("serializing to memory cannot fail");
+    let json = naive::tick_json(name, tick);
     text_frame(json.as_bytes())
 }
 

@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::session::guard::GuardLimits;
+use crate::session::outbox::OutboxLimits;
+
+/// Most fragments one client message may have; more close the connection
+/// with 1009.
+pub const MAX_FRAGMENTS: u32 = 1024;
+
 /// Where the ticks come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FeedSource {
@@ -84,6 +91,23 @@ pub struct Config {
 }
 
 impl Config {
+    /// The per-connection output limits these flags set.
+    pub fn outbox_limits(&self) -> OutboxLimits {
+        OutboxLimits {
+            max_bytes: self.max_outbox_bytes,
+            slow_consumer_timeout: self.slow_consumer_timeout,
+            write_timeout: self.write_timeout,
+        }
+    }
+
+    /// The per-connection input limits these flags set.
+    pub fn guard_limits(&self) -> GuardLimits {
+        GuardLimits {
+            max_message_bytes: self.max_message_bytes,
+            max_fragments: MAX_FRAGMENTS,
+        }
+    }
+
     /// The configuration with no flags given (`TICKCAST_…` variables still
     /// apply).
     pub fn defaults() -> Self {

@@ -26,17 +26,12 @@ use crate::feed::ingest::IngestPort;
 use crate::feed::{self, sim::Simulator, symbols::universe};
 use crate::http::{self, AppState};
 use crate::ring;
-use crate::session::guard::GuardLimits;
-use crate::session::outbox::OutboxLimits;
 use crate::session::SessionContext;
 use crate::stats::Stats;
 use crate::tick::{SymbolTable, Tick};
 
 /// How long shutdown waits for connections to finish closing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Most fragments one client message may have on `/ws`.
-pub const MAX_FRAGMENTS: u32 = 1024;
 
 /// A bound, not yet running server.
 #[derive(Debug)]
@@ -86,15 +81,8 @@ impl Server {
         let specs = universe(config.symbols as usize);
         let symbols = Arc::new(SymbolTable::new(specs.iter().map(|s| s.name.clone())));
 
-        let outbox_limits = OutboxLimits {
-            max_bytes: config.max_outbox_bytes,
-            slow_consumer_timeout: config.slow_consumer_timeout,
-            write_timeout: config.write_timeout,
-        };
-        let guard_limits = GuardLimits {
-            max_message_bytes: config.max_message_bytes,
-            max_fragments: MAX_FRAGMENTS,
-        };
+        let outbox_limits = config.outbox_limits();
+        let guard_limits = config.guard_limits();
 
         // Stage 1 → 2: the feed writes the ring, from the simulator thread
         // or from a publisher connected to /ingest.

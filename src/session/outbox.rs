@@ -204,18 +204,7 @@ impl Outbox {
 
     /// Queues a reply frame (never conflated, always in order).
     pub fn push_reply(&self, frame: Bytes) {
-        let mut state = self.lock();
-        if !matches!(state.closing, Closing::Open) {
-            return;
-        }
-        let was_empty = state.queue.is_empty() && state.latest.is_empty();
-        state.reply_bytes += frame.len();
-        state.queue.push_back(frame);
-        Self::note_peak(&mut state);
-        drop(state);
-        if was_empty {
-            self.changed.notify_one();
-        }
+        self.push_replies(std::iter::once(frame));
     }
 
     /// Queues several reply frames as one unit, in order.
