@@ -1,20 +1,31 @@
 //! The `tickcast` binary: parse flags, set up logging, bind, serve until
 //! Ctrl-C or SIGTERM.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use tickcast::{Config, Server};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = Config::parse();
-    let server = Server::bind(config).await?;
-    server.run(shutdown_signal()).await?;
-    Ok(())
+    let served = match Server::bind(config).await {
+        Ok(server) => server.run(shutdown_signal()).await,
+        Err(err) => Err(err),
+    };
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The message says what to do; a backtrace would only bury it.
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -135,14 +135,19 @@ impl Server {
             shutdown: token.clone(),
             tasks: TaskTracker::new(),
         });
-        tracing::info!(
-            listen = %listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
-            symbols = config.symbols,
-            rate = config.rate,
-            seed = config.seed,
-            "tickcast is serving ws://{}/ws",
-            config.listen
-        );
+        let addr = listener.local_addr().unwrap_or(config.listen);
+        match config.feed {
+            FeedSource::Sim => tracing::info!(
+                symbols = config.symbols,
+                rate = config.rate,
+                seed = config.seed,
+                "tickcast is serving ws://{addr}/ws with the built-in feed"
+            ),
+            FeedSource::Ingest => tracing::info!(
+                symbols = config.symbols,
+                "tickcast is serving ws://{addr}/ws; publishers connect to ws://{addr}/ingest"
+            ),
+        }
         let edge = tokio::spawn(http::serve(listener, state.clone()));
 
         shutdown.await;
