@@ -21,8 +21,8 @@ pub enum Error {
         /// Why it failed.
         source: io::Error,
     },
-    /// `--feed ingest` without a token.
-    #[error("--feed ingest needs --ingest-token TOKEN (or TICKCAST_INGEST_TOKEN), so that only your publisher can write ticks")]
+    /// `--feed ingest` without a token (or with an empty one).
+    #[error("--feed ingest needs a non-empty --ingest-token TOKEN (or TICKCAST_INGEST_TOKEN), so that only your publisher can write ticks")]
     MissingIngestToken,
     /// The feed thread could not start.
     #[error("cannot start the feed thread: {0}; the system may be out of threads or memory")]

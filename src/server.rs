@@ -100,6 +100,7 @@ impl Server {
                 let token = config
                     .ingest_token
                     .clone()
+                    .filter(|token| !token.is_empty())
                     .ok_or(Error::MissingIngestToken)?;
                 let port = IngestPort::new(
                     producer,
@@ -153,6 +154,9 @@ impl Server {
         shutdown.await;
         tracing::info!("shutting down: closing every client with 1001");
         token.cancel();
+        if let Some(port) = &state.ingest {
+            port.close_publisher();
+        }
         let _ = edge.await;
         let _ = fanout_task.await;
         state.tasks.close();

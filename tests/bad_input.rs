@@ -141,6 +141,13 @@ async fn protocol_violations_get_1002_and_bad_utf8_gets_1007() {
         raw.write(&bytes).await;
         let (close, _) = raw.read_until_close().await;
         assert_eq!(close.close_code(), expected, "{what}");
+        if what.starts_with("close code") {
+            // Our own reason, not the library's echo of the client's.
+            assert!(
+                close.payload.starts_with(b"\x03\xeaprotocol error"),
+                "{close:?}"
+            );
+        }
         assert!(!close.masked, "server frames are unmasked");
         assert!(
             raw.read_frame().await.is_none(),

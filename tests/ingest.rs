@@ -130,29 +130,26 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
 }
 
 #[tokio::test]
-async fn one_publisher_at_a_time_and_a_reconnect_carries_on() {
+async fn a_new_publisher_takes_over_and_carries_on() {
     let server = ingest_server().await;
     let mut client = server.connect().await;
     client.subscribe(&["NVDA"]).await;
     let mut first = publisher(&server, TOKEN).await.expect("admitted");
-    assert_eq!(publisher(&server, TOKEN).await.err(), Some(409));
     first.send(tick("NVDA", 1, 120.0)).await;
     assert_eq!(client.recv_until(|v| v["type"] == "tick").await["seq"], 1);
-    first.ws.close(None).await.unwrap();
-    first.expect_close().await;
 
-    // The slot comes back once the first publisher is gone; the server
-    // remembers the last seq, so a replay is refused and new ticks flow.
-    let mut second = within("a second publisher", async {
-        loop {
-            match publisher(&server, TOKEN).await {
-                Ok(p) => break p,
-                Err(409) => tokio::task::yield_now().await,
-                Err(other) => panic!("refused with {other}"),
-            }
-        }
-    })
-    .await;
+    // A second publisher (say, the first one restarted while its old
+    // connection lingers) takes over; the first is told why.
+    let first_closed = tokio::spawn(async move { first.expect_close().await });
+    let mut second = publisher(&server, TOKEN).await.expect("takes over");
+    let close = within("the first publisher's close", first_closed)
+        .await
+        .unwrap();
+    assert_eq!(code(&close), 1000);
+    assert_eq!(&*close.unwrap().reason, "another publisher took over");
+
+    // The server remembers the last seq, so a replay is refused and new
+    // ticks flow.
     second
         .send(json!([tick("NVDA", 1, 120.0), tick("NVDA", 2, 120.5)]))
         .await;
@@ -165,6 +162,17 @@ async fn one_publisher_at_a_time_and_a_reconnect_carries_on() {
     assert_eq!(client.recv_until(|v| v["type"] == "tick").await["seq"], 2);
     drop((client, second));
     server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_the_publisher_with_1001() {
+    let server = ingest_server().await;
+    let mut publisher = publisher(&server, TOKEN).await.expect("admitted");
+    publisher.send(tick("AAPL", 1, 187.0)).await;
+    let stopping = tokio::spawn(server.stop());
+    let close = publisher.expect_close().await;
+    assert_eq!(code(&close), 1001);
+    within("shutdown", stopping).await.unwrap();
 }
 
 #[tokio::test]

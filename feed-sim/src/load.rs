@@ -39,9 +39,6 @@ use bytes::Bytes;
 use clap::{ArgGroup, Args};
 use fastwebsockets::{Frame, Payload};
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt as _, Empty};
-use hyper::header::HOST;
-use hyper::Request;
 use hyper_util::rt::TokioIo;
 use memchr::memmem;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -318,12 +315,15 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
     let target = Target::parse(&args.url)?;
     let nofile_limit = raise_open_file_limit(args.clients);
 
-    let names = fetch_symbols(&target).await.with_context(|| {
-        format!(
+    let names = ws::fetch_symbols(&target)
+        .await
+        .map(|rows| rows.into_iter().map(|r| r.sym).collect::<Vec<_>>())
+        .with_context(|| {
+            format!(
             "could not read the symbol list from http://{}/symbols: is the server running at {}?",
             target.authority, args.url
         )
-    })?;
+        })?;
     if names.is_empty() {
         bail!("the server carries no symbols");
     }
@@ -644,30 +644,6 @@ fn raise_open_file_limit(clients: usize) -> u64 {
         );
     }
     limit
-}
-
-/// The symbol names of `GET /symbols` (a JSON array of objects with a
-/// `sym` field), in the server's order.
-async fn fetch_symbols(target: &Target) -> anyhow::Result<Vec<String>> {
-    #[derive(serde::Deserialize)]
-    struct Row {
-        sym: String,
-    }
-    let stream = TcpStream::connect(target.addr).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::task::spawn_local(connection);
-    let request = Request::get("/symbols")
-        .header(HOST, &target.authority)
-        .body(Empty::<Bytes>::new())?;
-    let response = sender.send_request(request).await?;
-    if !response.status().is_success() {
-        bail!("GET /symbols answered {}", response.status());
-    }
-    let body = response.into_body().collect().await?.to_bytes();
-    let rows: Vec<Row> = serde_json::from_slice(&body)
-        .context("the body is not a JSON array of {\"sym\":…} objects")?;
-    Ok(rows.into_iter().map(|r| r.sym).collect())
 }
 
 /// `k` of `names`, evenly spaced over the list; `client` rotates the

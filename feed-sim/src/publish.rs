@@ -5,7 +5,9 @@
 //! ticks to a server started with `--feed ingest`, at `/ingest`, in the
 //! format clients receive (`tickcast::fanout::encode`): every tick due at
 //! one wake-up goes out as one JSON array per frame. The publisher assigns
-//! `seq` and `ts`; the server keeps them.
+//! `seq` and `ts`; the server keeps them. Each symbol's `seq` carries on
+//! from the last one the server has (read from `GET /symbols` first), so a
+//! restarted publisher is not refused for replaying old numbers.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -166,6 +168,21 @@ async fn publish_on(args: &PublishArgs) -> anyhow::Result<Published> {
     let specs = universe(args.symbols);
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let mut simulator = Simulator::new(&specs, args.rate, args.seed);
+    // Carry on from the seqs the server already has (a restarted publisher
+    // must not replay numbers the server has published).
+    let known = ws::fetch_symbols(&target)
+        .await
+        .context("reading GET /symbols from the server")?;
+    for (id, row) in known.iter().enumerate().take(names.len()) {
+        if row.sym != names[id] {
+            bail!(
+                "the server's symbol {id} is {} but this publisher's is {}: give --symbols the server's --symbols",
+                row.sym,
+                names[id]
+            );
+        }
+        simulator.continue_after(id, row.seq);
+    }
     let start = Instant::now();
     let end = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let mut pacer = Pacer::new(args.rate, start);

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use fastwebsockets::{WebSocket, WebSocketError};
-use http_body_util::Empty;
+use http_body_util::{BodyExt as _, Empty};
 use hyper::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use hyper::upgrade::Upgraded;
 use hyper::Request;
@@ -101,4 +101,31 @@ pub(crate) async fn upgrade(
         }
         Err(err) => Err(err).context("WebSocket upgrade"),
     }
+}
+
+/// One row of the server's `GET /symbols`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct SymbolRow {
+    /// The symbol.
+    pub(crate) sym: String,
+    /// Its last seq; 0 before its first tick.
+    pub(crate) seq: u64,
+}
+
+/// The server's `GET /symbols`, in the server's order.
+pub(crate) async fn fetch_symbols(target: &Target) -> anyhow::Result<Vec<SymbolRow>> {
+    let stream = TcpStream::connect(target.addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::task::spawn_local(connection);
+    let request = Request::get("/symbols")
+        .header(HOST, &target.authority)
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    if !response.status().is_success() {
+        bail!("GET /symbols answered {}", response.status());
+    }
+    let body = response.into_body().collect().await?.to_bytes();
+    serde_json::from_slice(&body)
+        .context("the body is not a JSON array of {\"sym\":…,\"seq\":…} objects")
 }

@@ -74,3 +74,18 @@ fn a_wrong_token_is_refused_with_a_clear_error() {
         "{error}"
     );
 }
+
+#[test]
+fn a_restarted_publisher_carries_on_without_refusals() {
+    let server = start_server_with(|config| {
+        config.feed = FeedSource::Ingest;
+        config.ingest_token = Some(TOKEN.into());
+    });
+    let first = publish(&publish_args(server.addr, TOKEN, 0.5)).expect("first run");
+    let second = publish(&publish_args(server.addr, TOKEN, 0.5)).expect("second run");
+    server.stop();
+    assert!(first.ticks > 0 && second.ticks > 0);
+    // The second run starts each symbol's seq after the server's last one,
+    // so nothing it sends is a replay.
+    assert_eq!((first.errors, second.errors), (0, 0));
+}

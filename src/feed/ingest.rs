@@ -4,9 +4,12 @@
 //! simulator's would, keeping the publisher's `seq` and `ts`.
 //!
 //! One publisher at a time holds the ring's single [`Producer`]: it is
-//! taken from the [`IngestPort`] when a publisher connects (a second one
-//! gets 409) and put back when it leaves, so a publisher can reconnect and
-//! carry on. Access needs the token given with `--ingest-token`.
+//! taken from the [`IngestPort`] when a publisher connects and put back
+//! when it leaves, so a publisher can reconnect and carry on. A publisher
+//! that connects while another holds the ring takes over: the old one is
+//! closed (1000 `another publisher took over`) — a crashed publisher whose
+//! connection was never torn down must not lock its restart out. Access
+//! needs the token given with `--ingest-token`.
 //!
 //! Wire format (text frames, JSON): one tick object, or an array of them,
 //! in the same shape clients receive (`type` is optional and ignored):
@@ -25,10 +28,12 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::Notify;
 
+use crate::protocol::frame::close_frame;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::ring::Producer;
 use crate::session::guard::GuardLimits;
@@ -50,6 +55,11 @@ struct Slot {
 #[derive(Debug)]
 pub struct IngestPort {
     slot: Mutex<Option<Slot>>,
+    /// The connected publisher's outbox, to close it on takeover or
+    /// shutdown.
+    current: Mutex<Option<Arc<Outbox>>>,
+    /// Signalled when the slot is put back.
+    released: Notify,
     wake: Arc<Notify>,
     token: String,
     symbols: Arc<SymbolTable>,
@@ -65,7 +75,7 @@ pub struct IngestPort {
 pub enum Refused {
     /// No token, or the wrong one.
     BadToken,
-    /// Another publisher is connected.
+    /// Another publisher is connected and did not let go in time.
     Busy,
 }
 
@@ -85,6 +95,8 @@ impl IngestPort {
                 producer,
                 last_seq: vec![0; symbols.len()],
             })),
+            current: Mutex::new(None),
+            released: Notify::new(),
             wake,
             token,
             symbols,
@@ -94,24 +106,50 @@ impl IngestPort {
         }
     }
 
-    /// Checks `token` and takes the producer for one publisher.
-    pub fn admit(self: &Arc<Self>, token: Option<&str>) -> Result<Publisher, Refused> {
+    /// Checks `token` and takes the producer for one publisher, closing a
+    /// publisher that holds it and waiting up to [`TAKEOVER_WAIT`] for it
+    /// to let go.
+    pub async fn admit(self: &Arc<Self>, token: Option<&str>) -> Result<Publisher, Refused> {
         let given = token.unwrap_or("");
         if !constant_time_eq(given.as_bytes(), self.token.as_bytes()) {
             return Err(Refused::BadToken);
         }
-        let slot = self
-            .slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or(Refused::Busy)?;
-        Ok(Publisher {
-            port: self.clone(),
-            slot: Some(slot),
-            outbox: None,
-        })
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(slot) = lock(&self.slot).take() {
+                return Ok(Publisher {
+                    port: self.clone(),
+                    slot: Some(slot),
+                    outbox: None,
+                });
+            }
+            if let Some(old) = lock(&self.current).as_ref() {
+                old.close(close_frame(1000, "another publisher took over"));
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return Err(Refused::Busy);
+            }
+        }
     }
+
+    /// Closes the connected publisher, if any, with 1001 (shutdown).
+    pub fn close_publisher(&self) {
+        if let Some(current) = lock(&self.current).as_ref() {
+            current.close(close_frame(1001, "server shutting down"));
+        }
+    }
+}
+
+/// How long a new publisher waits for the one it replaces to let go of the
+/// ring (its connection closing takes at most the close grace period).
+pub const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+
+/// Locks `mutex`; a panic elsewhere leaves plain data, still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Compares without stopping at the first difference, so response time
@@ -130,8 +168,15 @@ pub struct Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        if let Some(ours) = &self.outbox {
+            let mut current = lock(&self.port.current);
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, ours)) {
+                *current = None;
+            }
+        }
         if let Some(slot) = self.slot.take() {
-            *self.port.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
+            *lock(&self.port.slot) = Some(slot);
+            self.port.released.notify_waiters();
         }
     }
 }
@@ -155,6 +200,7 @@ impl Publisher {
         let (ws_read, write_half) = crate::session::split(socket, early, self.port.guard_limits);
         let outbox = Arc::new(Outbox::new(self.port.outbox_limits));
         self.outbox = Some(outbox.clone());
+        *lock(&self.port.current) = Some(outbox.clone());
         let reader_outbox = outbox.clone();
         tracing::info!("a publisher connected to /ingest");
         crate::session::drive(&outbox, write_half, async move {

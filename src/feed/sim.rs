@@ -86,6 +86,14 @@ impl Simulator {
         self.walks.len()
     }
 
+    /// Makes `symbol`'s next tick carry `seq + 1`, for a simulator that
+    /// carries on where an earlier one stopped.
+    pub fn continue_after(&mut self, symbol: usize, seq: u64) {
+        if let Some(walk) = self.walks.get_mut(symbol) {
+            walk.seq = walk.seq.max(seq);
+        }
+    }
+
     /// The next tick, stamped with `ts` (wall-clock ns since the epoch).
     pub fn next_tick(&mut self, ts: u64) -> Tick {
         let symbol = self.rng.random_range(0..self.walks.len());

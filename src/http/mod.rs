@@ -102,7 +102,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
 async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<Body>, Infallible> {
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") => ws::upgrade(req, &state),
-        (&Method::GET, "/ingest") => ws::ingest(req, &state),
+        (&Method::GET, "/ingest") => ws::ingest(req, &state).await,
         (&Method::GET, "/healthz") => status::healthz(),
         (&Method::GET, "/symbols") => status::symbols(&state).await,
         (_, "/ws" | "/healthz" | "/symbols") => {

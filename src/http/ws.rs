@@ -30,16 +30,17 @@ pub fn upgrade(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> 
     })
 }
 
-/// `GET /ingest`: admits a publisher (401 without the right token, 409
-/// while another is connected) and hands it the ring.
-pub fn ingest(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+/// `GET /ingest`: admits a publisher (401 without the right token; a
+/// connected publisher is replaced, 409 if it does not let go in time) and
+/// hands it the ring.
+pub async fn ingest(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
     let Some(port) = &state.ingest else {
         return text(
             StatusCode::NOT_FOUND,
             "this server runs its built-in feed; start it with --feed ingest --ingest-token TOKEN to accept publishers\n",
         );
     };
-    let publisher = match port.admit(presented_token(&req).as_deref()) {
+    let publisher = match port.admit(presented_token(&req).as_deref()).await {
         Ok(publisher) => publisher,
         Err(Refused::BadToken) => {
             let mut response = text(
@@ -55,7 +56,7 @@ pub fn ingest(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
         Err(Refused::Busy) => {
             return text(
                 StatusCode::CONFLICT,
-                "another publisher is connected; only one may publish at a time\n",
+                "another publisher is connected and did not let go in time; try again\n",
             )
         }
     };
@@ -70,7 +71,10 @@ fn presented_token(req: &Request<Incoming>) -> Option<String> {
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        });
     if let Some(token) = header {
         return Some(token.trim().to_string());
     }
@@ -80,7 +84,8 @@ fn presented_token(req: &Request<Incoming>) -> Option<String> {
     })
 }
 
-/// Decodes `%XX` escapes (and `+` as space) of a query value.
+/// Decodes `%XX` escapes of a query value. A `+` stays a `+` (tokens are
+/// often base64).
 fn percent_decode(value: &str) -> String {
     fn hex(byte: u8) -> Option<u8> {
         (byte as char).to_digit(16).map(|d| d as u8)
@@ -99,7 +104,6 @@ fn percent_decode(value: &str) -> String {
                 i += 3;
                 continue;
             }
-            (None, b'+') => out.push(b' '),
             (None, other) => out.push(other),
         }
         i += 1;
@@ -161,7 +165,7 @@ mod tests {
 
     #[test]
     fn query_tokens_are_percent_decoded() {
-        assert_eq!(percent_decode("a%2Bb+c%zz%4"), "a+b c%zz%4");
+        assert_eq!(percent_decode("a%2Bb+c%zz%4"), "a+b+c%zz%4");
         assert_eq!(percent_decode("%C3%A9%"), "é%");
         assert_eq!(percent_decode("plain"), "plain");
     }

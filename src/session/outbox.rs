@@ -359,8 +359,23 @@ impl Outbox {
     /// client keeps up, so it is no longer behind.
     pub fn caught_up(&self) {
         let mut state = self.lock();
-        if state.behind_since.is_some() {
+        // Conflated ticks still waiting must go out before any newer tick
+        // of their symbols, which would be queued ahead of them once the
+        // client no longer counts as behind: stay behind until they are
+        // sent.
+        if state.latest.is_empty() {
             state.behind_since = None;
+        }
+    }
+
+    /// Gives up sending what was queued before a close: the close frame
+    /// goes out next (after a half-sent frame). For a peer that takes too
+    /// long to read the rest.
+    pub fn give_up_flush(&self) {
+        let mut state = self.lock();
+        if let Closing::Pending { discard, .. } = &mut state.closing {
+            *discard = true;
+            Self::discard_locked(&mut state);
         }
     }
 

@@ -72,16 +72,17 @@ where
         }
     };
     loop {
-        // Hold back while this peer has not read its earlier replies.
+        // Hold back while this peer has not read its earlier replies
+        // (returns at once when a close is under way).
         outbox.replies_drained().await;
-        if outbox.is_closing() {
-            return ReaderExit::Gone;
-        }
         let frame = match ws.read_frame(&mut obligated).await {
             Ok(frame) => frame,
             Err(err) => return fault(err, outbox),
         };
         match frame.opcode {
+            // Once a close is under way, messages are read only to reach
+            // the peer's answering close; they are not handled.
+            OpCode::Text | OpCode::Binary if outbox.is_closing() => {}
             OpCode::Text => {
                 let mut payload = frame.payload.to_vec();
                 messages.text(&mut payload).await;

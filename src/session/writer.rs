@@ -61,6 +61,9 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
     let mut blocked = false;
     // Since when the socket has refused bytes; `None` while it takes them.
     let mut refusing_since: Option<Instant> = None;
+    // Once a close is decided, the time left to send what was queued
+    // before it.
+    let mut flush_deadline: Option<Instant> = None;
     let stall_timeout = outbox.limits().write_timeout;
     loop {
         if batch.is_empty() {
@@ -114,6 +117,12 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
                 Some(written) => Some(written?),
                 None => {
                     let since = *refusing_since.get_or_insert_with(Instant::now);
+                    let mut deadline = since + stall_timeout;
+                    if outbox.is_closing() {
+                        deadline = deadline.min(
+                            *flush_deadline.get_or_insert_with(|| Instant::now() + CLOSE_GRACE),
+                        );
+                    }
                     tokio::select! {
                         biased;
                         written = socket.write_vectored(&slices) => Some(written?),
@@ -121,8 +130,13 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
                         // after this batch) or a close (checked at the top
                         // of the loop).
                         () = outbox.changed() => None,
-                        () = tokio::time::sleep_until(since + stall_timeout) => {
-                            if !outbox.close_slow() {
+                        () = tokio::time::sleep_until(deadline) => {
+                            if flush_deadline.is_some_and(|d| d <= Instant::now()) {
+                                // Closing, and the peer is too slow to take
+                                // the rest: the close frame goes next.
+                                outbox.give_up_flush();
+                                flush_deadline = None;
+                            } else if !outbox.close_slow() {
                                 // Already closing, and the peer takes
                                 // nothing: waiting longer would not get the
                                 // close out.
