@@ -102,7 +102,11 @@ enum Closing {
     Aborted,
 }
 
+/// Laid out in declaration order (`repr(C)`): the fields every tick push
+/// reads and writes come first and share the mutex's cache lines; the
+/// conflation map, touched only while a client is behind, comes last.
 #[derive(Debug)]
+#[repr(C)]
 struct State {
     /// Frames in send order.
     queue: VecDeque<Bytes>,
@@ -110,15 +114,15 @@ struct State {
     tick_bytes: usize,
     /// Bytes of replies in `queue`.
     reply_bytes: usize,
-    /// While behind: the newest tick frame per symbol, sent after `queue`.
-    latest: IndexMap<SymbolId, Bytes>,
-    /// Bytes of the frames in `latest`.
+    /// Bytes of the frames in `latest` (0 exactly when it is empty).
     latest_bytes: usize,
+    /// Highest `tick_bytes + reply_bytes + latest` seen, for tests and stats.
+    peak_bytes: usize,
     /// When the client fell behind; `None` while it keeps up.
     behind_since: Option<Instant>,
     closing: Closing,
-    /// Highest `tick_bytes + reply_bytes + latest` seen, for tests and stats.
-    peak_bytes: usize,
+    /// While behind: the newest tick frame per symbol, sent after `queue`.
+    latest: IndexMap<SymbolId, Bytes>,
 }
 
 /// One connection's pending output. See the module docs.
@@ -173,7 +177,7 @@ impl Outbox {
         if !matches!(state.closing, Closing::Open) {
             return Pushed::Dropped;
         }
-        let was_empty = state.queue.is_empty() && state.latest.is_empty();
+        let was_empty = state.queue.is_empty() && state.latest_bytes == 0;
         let pushed = if let Some(since) = state.behind_since {
             if now.saturating_duration_since(since) >= self.limits.slow_consumer_timeout {
                 drop(state);
@@ -213,7 +217,7 @@ impl Outbox {
         if !matches!(state.closing, Closing::Open) {
             return;
         }
-        let was_empty = state.queue.is_empty() && state.latest.is_empty();
+        let was_empty = state.queue.is_empty() && state.latest_bytes == 0;
         for frame in frames {
             state.reply_bytes += frame.len();
             state.queue.push_back(frame);
