@@ -6,6 +6,7 @@
 #   benches/e2e.sh firehose RATE...     1,000 clients on "*", one run per rate
 #   benches/e2e.sh idle                 10,000 clients x 10 symbols at 10 ticks/s: memory per connection
 #   benches/e2e.sh stalled              the dashboard with 100 clients that stop reading
+#   benches/e2e.sh stalled-long         100 clients on "*" at 800 ticks/s, 50 stop reading for 60 s
 #
 # Extra feed-sim flags can follow in FEED_SIM_FLAGS. Results (JSON, .hgrm,
 # SVG) land in ${OUT:-target/e2e}.
@@ -40,7 +41,7 @@ run() {
     wait "$server" 2>/dev/null || true
 }
 
-scenario=${1:?usage: benches/e2e.sh dashboard|firehose|idle|stalled [RATE...]}
+scenario=${1:?usage: benches/e2e.sh dashboard|firehose|idle|stalled|stalled-long [RATE...]}
 shift
 case "$scenario" in
     dashboard) rate=${1:-1000}; run "dashboard-$rate" "$rate" --clients 10000 --subs 10 ;;
@@ -49,5 +50,6 @@ case "$scenario" in
         for rate in "$@"; do run "firehose-$rate" "$rate" --clients 1000 --all; done ;;
     idle) run idle 10 --clients 10000 --subs 10 --idle ;;
     stalled) run stalled 1000 --clients 10000 --subs 10 --stall 100 ;;
-    *) echo "unknown scenario $scenario: dashboard, firehose, idle or stalled" >&2; exit 2 ;;
+    stalled-long) DURATION=60 run stalled-long 800 --clients 100 --all --stall 50 ;;
+    *) echo "unknown scenario $scenario: dashboard, firehose, idle, stalled or stalled-long" >&2; exit 2 ;;
 esac

@@ -11,8 +11,10 @@
 //! slow-consumer close instead interrupts a blocked write: the writer
 //! finishes the frame it is in the middle of (a half-sent frame would
 //! corrupt the stream), drops the rest and sends the close frame. Either
-//! way it then shuts its half of the socket down; if the peer does not take
-//! those bytes within [`CLOSE_GRACE`] (or the write timeout) it gives up.
+//! way it then shuts its half of the socket down. A peer that does not read
+//! still gets its close frame if it reads again within the write timeout
+//! (at least [`CLOSE_GRACE`]): a stalled client is told why it was closed,
+//! not just cut off. Meanwhile it holds a socket and nothing else.
 //!
 //! The writer also tells the outbox how the client keeps up: a batch sent
 //! whole without the socket filling up means it has caught up; a socket
@@ -36,8 +38,10 @@ use super::outbox::{Outbox, Take};
 /// loops.
 pub const MAX_IOVECS: usize = 1024;
 
-/// How long a closing connection may take to accept its last partial frame
-/// and the close frame before the socket is dropped.
+/// The least time a closing connection gets to accept its last partial
+/// frame and the close frame before the socket is dropped (the write
+/// timeout, if longer, applies instead), and the time the reader gets to
+/// see the peer's answering close.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How the writer ended.
@@ -65,6 +69,7 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
     // before it.
     let mut flush_deadline: Option<Instant> = None;
     let stall_timeout = outbox.limits().write_timeout;
+    let close_linger = stall_timeout.max(CLOSE_GRACE);
     loop {
         if batch.is_empty() {
             match outbox.take(&mut batch) {
@@ -73,7 +78,7 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
                     outbox.changed().await;
                     continue;
                 }
-                Take::Close(frame) => return send_close(socket, frame).await,
+                Take::Close(frame) => return send_close(socket, frame, close_linger).await,
                 Take::Abort => return Ok(WriterExit::Aborted),
             }
         } else if outbox.stop_sending() {
@@ -81,7 +86,7 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
             // finished, or the stream would be corrupt before the close.
             if front_started {
                 let frame = batch.pop_front().expect("front frame");
-                match tokio::time::timeout(CLOSE_GRACE, socket.write_all(&frame)).await {
+                match tokio::time::timeout(close_linger, socket.write_all(&frame)).await {
                     Ok(result) => result?,
                     Err(_) => return Ok(WriterExit::Aborted),
                 }
@@ -177,12 +182,16 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
     }
 }
 
-async fn send_close<W: AsyncWrite + Unpin>(socket: &mut W, frame: Bytes) -> io::Result<WriterExit> {
+async fn send_close<W: AsyncWrite + Unpin>(
+    socket: &mut W,
+    frame: Bytes,
+    linger: Duration,
+) -> io::Result<WriterExit> {
     let send = async {
         socket.write_all(&frame).await?;
         socket.shutdown().await
     };
-    match tokio::time::timeout(CLOSE_GRACE, send).await {
+    match tokio::time::timeout(linger, send).await {
         Ok(result) => result.map(|()| WriterExit::Closed),
         Err(_) => Ok(WriterExit::Aborted),
     }
