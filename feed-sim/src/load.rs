@@ -833,24 +833,8 @@ impl Client {
             if phase == Phase::Done {
                 return Ended::Done;
             }
-            let (consumed, event) = self.handle_frames(inbox.pending(), now_nanos(), phase);
-            inbox.consume(consumed);
-            match event {
-                Some(Event::Close(label)) => return Ended::Closed(label),
-                Some(Event::Broken) => return Ended::Error,
-                Some(Event::Ping(payload)) => {
-                    if inbox
-                        .stream
-                        .write_all(&masked_pong(&payload))
-                        .await
-                        .is_err()
-                    {
-                        return Ended::Error;
-                    }
-                    // Frames after the ping may already be in the buffer.
-                    continue;
-                }
-                None => {}
+            if let Some(ended) = self.handle_pending(&mut inbox, phase).await {
+                return ended;
             }
             if let Err(ended) = inbox.read_more().await {
                 return ended;
@@ -870,24 +854,8 @@ impl Client {
         let deadline = tokio::time::Instant::now() + STALL_DRAIN;
         loop {
             // Everything read now counts: `Measuring` as far as counters go.
-            let (consumed, event) =
-                self.handle_frames(inbox.pending(), now_nanos(), Phase::Measuring);
-            inbox.consume(consumed);
-            match event {
-                Some(Event::Close(label)) => return Ended::Closed(label),
-                Some(Event::Broken) => return Ended::Error,
-                Some(Event::Ping(payload)) => {
-                    if inbox
-                        .stream
-                        .write_all(&masked_pong(&payload))
-                        .await
-                        .is_err()
-                    {
-                        return Ended::Error;
-                    }
-                    continue;
-                }
-                None => {}
+            if let Some(ended) = self.handle_pending(&mut inbox, Phase::Measuring).await {
+                return ended;
             }
             if self.last_tick_ts >= since {
                 return Ended::CaughtUp;
@@ -896,6 +864,31 @@ impl Client {
                 Err(_) => return Ended::StillBehind,
                 Ok(Err(ended)) => return ended,
                 Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Handles every complete frame already read, answering pings; returns
+    /// how the connection ended if it did.
+    async fn handle_pending(&mut self, inbox: &mut Inbox, phase: Phase) -> Option<Ended> {
+        loop {
+            let (consumed, event) = self.handle_frames(inbox.pending(), now_nanos(), phase);
+            inbox.consume(consumed);
+            match event {
+                Some(Event::Close(label)) => return Some(Ended::Closed(label)),
+                Some(Event::Broken) => return Some(Ended::Error),
+                Some(Event::Ping(payload)) => {
+                    if inbox
+                        .stream
+                        .write_all(&masked_pong(&payload))
+                        .await
+                        .is_err()
+                    {
+                        return Some(Ended::Error);
+                    }
+                    // Frames after the ping may already be in the buffer.
+                }
+                None => return None,
             }
         }
     }
