@@ -75,13 +75,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use tickcast::config::Config;
-use tickcast::fanout::Fanout;
 use tickcast::feed::now_nanos;
 use tickcast::feed::sim::Simulator;
 use tickcast::feed::symbols::universe;
 use tickcast::http::{self, AppState};
 use tickcast::ring::{self, Producer};
-use tickcast::session::SessionContext;
+use tickcast::server::start_stages;
 use tickcast::stats::Stats;
 use tickcast::tick::{SymbolTable, Tick};
 
@@ -396,38 +395,24 @@ impl<'rt> Harness<'rt> {
     }
 }
 
-/// tickcast's stages wired in data-path order as `Server::run` wires them,
+/// tickcast's stages wired by the same `start_stages` as `Server::run`,
 /// with the ring's producer kept by the bench instead of a feed thread.
 fn start_tickcast(server: &Runtime, listener: TcpListener, symbols: Arc<SymbolTable>) -> Feed {
     let _entered = server.enter();
     let config = Config::defaults();
     let stats = Arc::new(Stats::default());
-    let outbox_limits = config.outbox_limits();
-    let guard_limits = config.guard_limits();
-
     let producer = ring::channel::<Tick>(config.ring_capacity as usize);
     let cursor = producer.cursor();
     let wake = Arc::new(Notify::new());
-
-    let shutdown = CancellationToken::new();
-    let (fanout, handle, commands) = Fanout::new(symbols.clone(), stats.clone());
-    let fanout = server.spawn(fanout.run(cursor, wake.clone(), commands, shutdown.clone()));
-
-    let state = Arc::new(AppState {
-        session: Arc::new(SessionContext {
-            symbols,
-            fanout: handle.clone(),
-            outbox_limits,
-            guard_limits,
-            max_subscriptions: config.max_subscriptions,
-            stats: stats.clone(),
-        }),
-        fanout: handle,
-        ingest: None,
-        next_conn: AtomicU64::new(1),
-        shutdown,
-        tasks: TaskTracker::new(),
-    });
+    let (state, fanout) = start_stages(
+        &config,
+        symbols,
+        stats.clone(),
+        cursor,
+        wake.clone(),
+        None,
+        CancellationToken::new(),
+    );
     let edge = server.spawn(http::serve(listener, state.clone()));
     Feed::Tickcast {
         producer,

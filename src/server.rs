@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,13 +26,50 @@ use crate::fanout::Fanout;
 use crate::feed::ingest::IngestPort;
 use crate::feed::{self, sim::Simulator, symbols::universe};
 use crate::http::{self, AppState};
-use crate::ring;
+use crate::ring::{self, Cursor};
 use crate::session::SessionContext;
 use crate::stats::Stats;
 use crate::tick::{SymbolTable, Tick};
 
 /// How long shutdown waits for connections to finish closing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Starts stages 3 to 5 over the ring `cursor`: the fan-out task (woken
+/// by `wake`, stopped by `shutdown`) and the state the HTTP edge serves
+/// sessions from. Must run inside a tokio runtime. [`Server::run`] calls
+/// it after starting the feed; the end-to-end bench calls it with a ring it
+/// feeds itself.
+pub fn start_stages(
+    config: &Config,
+    symbols: Arc<SymbolTable>,
+    stats: Arc<Stats>,
+    cursor: Cursor<Tick>,
+    wake: Arc<Notify>,
+    ingest: Option<Arc<IngestPort>>,
+    shutdown: CancellationToken,
+) -> (Arc<AppState>, JoinHandle<()>) {
+    // Stage 2 → 3: the fan-out reads the ring.
+    let (fanout, handle, commands) = Fanout::new(symbols.clone(), stats.clone());
+    let fanout_task = tokio::spawn(fanout.run(cursor, wake, commands, shutdown.clone()));
+
+    // Stage 4/5: sessions behind the HTTP edge.
+    let state = Arc::new(AppState {
+        session: Arc::new(SessionContext {
+            symbols,
+            fanout: handle.clone(),
+            outbox_limits: config.outbox_limits(),
+            guard_limits: config.guard_limits(),
+            max_subscriptions: config.max_subscriptions,
+            stats,
+        }),
+        fanout: handle,
+        ingest,
+        next_conn: AtomicU64::new(1),
+        shutdown,
+        tasks: TaskTracker::new(),
+    });
+    (state, fanout_task)
+}
 
 /// A bound, not yet running server.
 #[derive(Debug)]
@@ -81,9 +119,6 @@ impl Server {
         let specs = universe(config.symbols as usize);
         let symbols = Arc::new(SymbolTable::new(specs.iter().map(|s| s.name.clone())));
 
-        let outbox_limits = config.outbox_limits();
-        let guard_limits = config.guard_limits();
-
         // Stage 1 → 2: the feed writes the ring, from the simulator thread
         // or from a publisher connected to /ingest.
         let producer = ring::channel::<Tick>(config.ring_capacity as usize);
@@ -108,34 +143,16 @@ impl Server {
                     token,
                     symbols.clone(),
                     stats.clone(),
-                    guard_limits,
-                    outbox_limits,
+                    config.guard_limits(),
+                    config.outbox_limits(),
                 );
                 (None, Some(Arc::new(port)))
             }
         };
 
-        // Stage 2 → 3: the fan-out reads the ring.
         let token = CancellationToken::new();
-        let (fanout, handle, commands) = Fanout::new(symbols.clone(), stats.clone());
-        let fanout_task = tokio::spawn(fanout.run(cursor, wake, commands, token.clone()));
-
-        // Stage 4/5: sessions behind the HTTP edge.
-        let state = Arc::new(AppState {
-            session: Arc::new(SessionContext {
-                symbols,
-                fanout: handle.clone(),
-                outbox_limits,
-                guard_limits,
-                max_subscriptions: config.max_subscriptions,
-                stats,
-            }),
-            fanout: handle,
-            ingest,
-            next_conn: AtomicU64::new(1),
-            shutdown: token.clone(),
-            tasks: TaskTracker::new(),
-        });
+        let (state, fanout_task) =
+            start_stages(&config, symbols, stats, cursor, wake, ingest, token.clone());
         let addr = listener.local_addr().unwrap_or(config.listen);
         match config.feed {
             FeedSource::Sim => tracing::info!(
