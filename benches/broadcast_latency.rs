@@ -2,9 +2,9 @@
 //! the ring until the last of n real WebSocket clients has read it, for
 //! n = 100 and n = 1,000 clients all subscribed to `AAPL`.
 //!
-//! * `tickcast/n`: the library's own stages, wired as `server::run` wires
-//!   them (`ring::channel` → `Fanout::run` → `http::serve` with an
-//!   `AppState` → `session`), but with the bench holding the ring's
+//! * `tickcast/n`: the library's own stages, wired by the same
+//!   `server::start_stages` as `Server::run` (`ring::channel` →
+//!   `Fanout::run` → `http::serve` → `session`), but with the bench holding the ring's
 //!   `Producer` instead of the simulator thread. The clock starts just
 //!   before `Producer::publish` and the fan-out's wake-up, exactly where
 //!   the feed thread would hand a tick over.
