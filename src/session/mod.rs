@@ -80,8 +80,12 @@ pub fn split(
 
 /// Runs a connection: `reader` in a task of its own (`read_frame` must
 /// not be cancelled mid-frame), the writer here. Returns how the writer
-/// ended, once it is done and the reader has ended or had
-/// [`writer::CLOSE_GRACE`] to read the peer's answering close.
+/// ended, once it is done and the reader has ended or had the write
+/// timeout (at least [`writer::CLOSE_GRACE`]) to read the peer's answering
+/// close. The socket stays open that long on purpose: dropping it while a
+/// stalled peer has not yet read our close frame would leave the kernel to
+/// give up on the orphaned socket with a reset, and the peer would never
+/// learn why it was closed.
 pub async fn drive(
     outbox: &Outbox,
     mut write_half: OwnedWriteHalf,
@@ -95,7 +99,8 @@ pub async fn drive(
             outbox.abort();
             WriterExit::Aborted
         });
-    if tokio::time::timeout(writer::CLOSE_GRACE, &mut reader_task)
+    let linger = outbox.limits().write_timeout.max(writer::CLOSE_GRACE);
+    if tokio::time::timeout(linger, &mut reader_task)
         .await
         .is_err()
     {

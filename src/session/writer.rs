@@ -40,8 +40,8 @@ pub const MAX_IOVECS: usize = 1024;
 
 /// The least time a closing connection gets to accept its last partial
 /// frame and the close frame before the socket is dropped (the write
-/// timeout, if longer, applies instead), and the time the reader gets to
-/// see the peer's answering close.
+/// timeout, if longer, applies instead); likewise for the reader to see
+/// the peer's answering close.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How the writer ended.
