@@ -58,7 +58,11 @@ async fn stalled_client_is_conflated_then_closed_while_fast_client_keeps_every_t
     );
 
     // Now the stalled client reads what reached it before the server gave
-    // up: ticks in order, then the 1008 close.
+    // up: ticks in order, then the 1008 close. Its receive buffer grows
+    // first: with the tiny one, the kernel prunes what arrives and backs
+    // off its retransmissions, so draining the server's send buffer could
+    // take longer than the server lingers on a closed connection.
+    widen_receive_buffer(&stalled);
     let mut last: HashMap<String, u64> = HashMap::new();
     let close = loop {
         use futures_util::StreamExt;
@@ -104,6 +108,21 @@ async fn stalled_client_is_conflated_then_closed_while_fast_client_keeps_every_t
     server.stop().await;
 }
 
+/// Lets a client that stopped reading with a tiny receive buffer drain at
+/// full speed once it reads again.
+fn widen_receive_buffer(
+    ws: &tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) {
+    let tokio_tungstenite::MaybeTlsStream::Plain(stream) = ws.get_ref() else {
+        unreachable!("a plain TCP client");
+    };
+    socket2::SockRef::from(stream)
+        .set_recv_buffer_size(4 << 20)
+        .unwrap();
+}
+
 /// A stalled socket with a small receive window, subscribed to `*`.
 async fn stalled_client(
     server: &TestServer,
@@ -140,6 +159,7 @@ async fn a_client_that_falls_behind_gets_the_newest_prices_and_recovers() {
             Stats::get(&s.conflated) > 0
         })
         .await;
+    widen_receive_buffer(&client.ws);
 
     // Reading again: in-order ticks, then a jump per symbol where ticks
     // were conflated, then contiguous again once it has caught up.
