@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::sync::broadcast;
 
+use tickcast::config::Config;
 use tickcast::fanout::{Command, Fanout};
 use tickcast::feed::sim::Simulator;
 use tickcast::feed::symbols::universe;
@@ -55,7 +56,11 @@ fn ticks() -> (Vec<Tick>, Arc<SymbolTable>) {
 /// A fan-out with `n` connections subscribed to symbol 0, their
 /// `subscribed` replies already drained.
 fn fanout_with(n: usize, symbols: &Arc<SymbolTable>) -> (Fanout, Vec<Arc<Outbox>>) {
-    let (mut fanout, _handle, _commands) = Fanout::new(symbols.clone(), Arc::new(Stats::default()));
+    let (mut fanout, _handle, _commands) = Fanout::new(
+        symbols.clone(),
+        Config::defaults().history_depth as usize,
+        Arc::new(Stats::default()),
+    );
     let limits = OutboxLimits {
         // Far above one tick frame: nothing conflates between drains.
         max_bytes: 1 << 30,
@@ -73,6 +78,8 @@ fn fanout_with(n: usize, symbols: &Arc<SymbolTable>) -> (Fanout, Vec<Arc<Outbox>
             conn,
             all: false,
             added: vec![0],
+            from: Default::default(),
+            interval: None,
             done: tokio::sync::oneshot::channel().0,
         });
         outboxes.push(outbox);

@@ -64,6 +64,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(2..=(1 << 26)))]
     pub ring_capacity: u32,
 
+    /// Ticks of each symbol kept for clients that reconnect and resume
+    /// with `from` (0: none; resuming clients then get reset snapshots).
+    /// Costs about 200 bytes per tick: symbols × depth × 200 B in all.
+    #[arg(long, env = "TICKCAST_HISTORY_DEPTH", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub history_depth: u32,
+
     /// Queued tick bytes per connection before its ticks are conflated
     /// (only the newest tick per symbol kept).
     #[arg(long, env = "TICKCAST_MAX_OUTBOX_BYTES", default_value_t = 256 * 1024)]

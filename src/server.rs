@@ -49,7 +49,11 @@ pub fn start_stages(
     shutdown: CancellationToken,
 ) -> (Arc<AppState>, JoinHandle<()>) {
     // Stage 2 → 3: the fan-out reads the ring.
-    let (fanout, handle, commands) = Fanout::new(symbols.clone(), stats.clone());
+    let (fanout, handle, commands) = Fanout::new(
+        symbols.clone(),
+        config.history_depth as usize,
+        stats.clone(),
+    );
     let fanout_task = tokio::spawn(fanout.run(cursor, wake, commands, shutdown.clone()));
 
     // Stage 4/5: sessions behind the HTTP edge.

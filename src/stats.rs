@@ -14,6 +14,13 @@ pub struct Stats {
     pub ticks_read: AtomicU64,
     /// Ticks the fan-out lost because it fell a whole ring behind.
     pub ring_lagged: AtomicU64,
+    /// Ticks whose `seq` did not follow the symbol's previous one (sent
+    /// to subscribers as reset snapshots).
+    pub feed_gaps: AtomicU64,
+    /// Ticks replayed to clients resuming with `from`.
+    pub replayed: AtomicU64,
+    /// Reset snapshots sent to clients whose `from` was out of reach.
+    pub resets: AtomicU64,
     /// Tick deliveries that replaced an older queued tick (slow clients).
     pub conflated: AtomicU64,
     /// Connections closed with 1008 `slow consumer`.

@@ -4,42 +4,14 @@
 
 mod common;
 
+use common::ingest::*;
 use common::*;
 use serde_json::{json, Value};
 use tickcast::config::FeedSource;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const TOKEN: &str = "s3cret token";
-
 async fn ingest_server() -> TestServer {
-    let mut cfg = config();
-    cfg.feed = FeedSource::Ingest;
-    cfg.ingest_token = Some(TOKEN.into());
-    cfg.symbols = 10;
-    start(cfg).await
-}
-
-/// Opens /ingest with `token` in the Authorization header.
-async fn publisher(server: &TestServer, token: &str) -> Result<Client, u16> {
-    let mut request = format!("ws://{}/ingest", server.addr)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    match within("ingest connect", tokio_tungstenite::connect_async(request)).await {
-        Ok((ws, _)) => Ok(Client { ws }),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Err(response.status().as_u16())
-        }
-        Err(other) => panic!("unexpected connect error: {other}"),
-    }
-}
-
-fn tick(sym: &str, seq: u64, px: f64) -> Value {
-    json!({"sym": sym, "seq": seq, "px": px, "bid": px - 0.01, "ask": px + 0.01,
-           "size": 100 + seq, "ts": 1_700_000_000_000_000_000u64 + seq})
+    start(ingest_config()).await
 }
 
 #[tokio::test]
@@ -56,12 +28,15 @@ async fn published_ticks_reach_subscribers_with_seq_and_ts_intact() {
         tick("AAPL", 1001, 187.3)
     ]);
     publisher.send(batch).await;
-    // A single object is accepted too.
+    // A single object is accepted too; skipping ahead reaches clients as
+    // a reset snapshot.
     publisher.send(tick("AAPL", 1005, 187.4)).await;
 
     let mut got = Vec::new();
     while got.len() < 4 {
-        let msg = client.recv_until(|v| v["type"] == "tick").await;
+        let msg = client
+            .recv_until(|v| v["type"] == "tick" || v["reset"] == true)
+            .await;
         got.push((
             msg["sym"].as_str().unwrap().to_string(),
             msg["seq"].as_u64().unwrap(),

@@ -8,9 +8,11 @@
 //! (all of the simulator's) are printed from integers, which is several
 //! times cheaper than general float formatting (`ryu`, the fallback).
 
+use std::collections::VecDeque;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::frame::text_frame_with;
+use crate::protocol::frame::{parse_unmasked, text_frame_with};
 use crate::tick::Tick;
 
 /// Which message a tick is sent as.
@@ -20,6 +22,9 @@ pub enum TickKind {
     Tick,
     /// The last known state at subscribe time: `{"type":"snapshot",…}`.
     Snapshot,
+    /// A snapshot that also says ticks were missed that cannot be replayed:
+    /// `{"type":"snapshot",…,"reset":true}`.
+    Reset,
 }
 
 /// Payloads are about 130 bytes; reserving this avoids any regrowth.
@@ -36,7 +41,7 @@ pub fn write_tick_json(buf: &mut BytesMut, kind: TickKind, name: &str, tick: &Ti
     let mut float = ryu::Buffer::new();
     buf.put_slice(match kind {
         TickKind::Tick => br#"{"type":"tick","sym":""#,
-        TickKind::Snapshot => br#"{"type":"snapshot","sym":""#,
+        TickKind::Snapshot | TickKind::Reset => br#"{"type":"snapshot","sym":""#,
     });
     buf.put_slice(name.as_bytes());
     buf.put_slice(br#"","seq":"#);
@@ -51,7 +56,72 @@ pub fn write_tick_json(buf: &mut BytesMut, kind: TickKind, name: &str, tick: &Ti
     buf.put_slice(int.format(tick.size).as_bytes());
     buf.put_slice(br#","ts":"#);
     buf.put_slice(int.format(tick.ts).as_bytes());
+    if kind == TickKind::Reset {
+        buf.put_slice(br#","reset":true"#);
+    }
     buf.put_u8(b'}');
+}
+
+/// How every live tick's JSON starts; nothing else the server sends does.
+const TICK_PREFIX: &[u8] = br#"{"type":"tick","#;
+
+/// Most payload bytes of one `ticks` frame; a longer run of ticks is split.
+pub const MAX_BATCH_PAYLOAD: usize = 64 * 1024;
+
+/// The JSON of `frame` if it is a tick frame built by [`tick_frame`].
+fn tick_json(frame: &[u8]) -> Option<&[u8]> {
+    parse_unmasked(frame)
+        .map(|(_, payload)| payload)
+        .filter(|payload| payload.starts_with(TICK_PREFIX))
+}
+
+/// Replaces each run of tick frames in `frames` by `ticks` frames
+/// (`{"type":"ticks","data":[…]}`) of at most [`MAX_BATCH_PAYLOAD`] bytes,
+/// in order; every other frame stays where it is.
+pub fn batch_ticks(frames: &mut VecDeque<Bytes>) {
+    const HEAD: &[u8] = br#"{"type":"ticks","data":["#;
+    const TAIL: &[u8] = b"]}";
+    if !frames.iter().any(|frame| tick_json(frame).is_some()) {
+        return;
+    }
+    let mut out = VecDeque::with_capacity(frames.len());
+    let mut run: Vec<Bytes> = Vec::new();
+    let mut run_bytes = 0;
+    let flush = |run: &mut Vec<Bytes>, run_bytes: &mut usize, out: &mut VecDeque<Bytes>| {
+        if run.is_empty() {
+            return;
+        }
+        let capacity = HEAD.len() + *run_bytes + run.len() + TAIL.len();
+        out.push_back(text_frame_with(capacity, |buf| {
+            buf.put_slice(HEAD);
+            for (i, frame) in run.iter().enumerate() {
+                if i > 0 {
+                    buf.put_u8(b',');
+                }
+                buf.put_slice(tick_json(frame).expect("only tick frames are batched"));
+            }
+            buf.put_slice(TAIL);
+        }));
+        run.clear();
+        *run_bytes = 0;
+    };
+    for frame in frames.drain(..) {
+        match tick_json(&frame).map(<[u8]>::len) {
+            Some(len) => {
+                if run_bytes + len + 1 > MAX_BATCH_PAYLOAD {
+                    flush(&mut run, &mut run_bytes, &mut out);
+                }
+                run_bytes += len + 1;
+                run.push(frame);
+            }
+            None => {
+                flush(&mut run, &mut run_bytes, &mut out);
+                out.push_back(frame);
+            }
+        }
+    }
+    flush(&mut run, &mut run_bytes, &mut out);
+    *frames = out;
 }
 
 /// Writes `price` as a JSON number, exactly as `ryu` would (the shortest
@@ -80,7 +150,7 @@ fn write_price(buf: &mut BytesMut, price: f64, int: &mut itoa::Buffer, float: &m
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::parse_unmasked;
+    use crate::protocol::frame::text_frame;
     use simd_json::prelude::*;
 
     fn sample() -> Tick {
@@ -104,6 +174,74 @@ mod tests {
             std::str::from_utf8(payload).unwrap(),
             r#"{"type":"tick","sym":"AAPL","seq":42,"px":187.25,"bid":187.24,"ask":187.26,"size":300,"ts":1732250000123456789}"#
         );
+    }
+
+    #[test]
+    fn a_reset_is_a_snapshot_with_a_flag() {
+        let frame = tick_frame(TickKind::Reset, "AAPL", &sample());
+        let (_, payload) = parse_unmasked(&frame).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(v["type"], "snapshot");
+        assert_eq!(v["reset"], true);
+        assert_eq!(v["seq"], 42);
+    }
+
+    #[test]
+    fn batches_runs_of_ticks_and_keeps_other_frames_in_place() {
+        let tick = |seq| {
+            let mut t = sample();
+            t.seq = seq;
+            tick_frame(TickKind::Tick, "AAPL", &t)
+        };
+        let reply = text_frame(br#"{"type":"pong"}"#);
+        let snapshot = tick_frame(TickKind::Snapshot, "AAPL", &sample());
+        let mut frames: VecDeque<Bytes> =
+            [tick(1), tick(2), reply.clone(), snapshot.clone(), tick(3)].into();
+        batch_ticks(&mut frames);
+        let messages: Vec<serde_json::Value> = frames
+            .iter()
+            .map(|f| serde_json::from_slice(parse_unmasked(f).unwrap().1).unwrap())
+            .collect();
+        assert_eq!(messages.len(), 4);
+        assert_eq!(messages[0]["type"], "ticks");
+        let seqs: Vec<u64> = messages[0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, [1, 2]);
+        assert_eq!(messages[0]["data"][0]["type"], "tick");
+        assert_eq!(frames[1], reply);
+        assert_eq!(frames[2], snapshot);
+        assert_eq!(messages[3]["data"][0]["seq"], 3);
+    }
+
+    #[test]
+    fn a_long_run_is_split_into_frames_of_bounded_size() {
+        let mut frames: VecDeque<Bytes> = (1..=2_000)
+            .map(|seq| {
+                let mut t = sample();
+                t.seq = seq;
+                tick_frame(TickKind::Tick, "AAPL", &t)
+            })
+            .collect();
+        batch_ticks(&mut frames);
+        assert!(frames.len() > 1);
+        let mut seqs = Vec::new();
+        for frame in &frames {
+            let (_, payload) = parse_unmasked(frame).unwrap();
+            assert!(payload.len() <= MAX_BATCH_PAYLOAD);
+            let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+            seqs.extend(
+                v["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t["seq"].as_u64().unwrap()),
+            );
+        }
+        assert_eq!(seqs, (1..=2_000).collect::<Vec<_>>());
     }
 
     #[test]
@@ -138,7 +276,7 @@ mod tests {
         for i in 0..2_000u64 {
             let tick = sim.next_tick(1_700_000_000_000_000_000 + i);
             let name = &specs[tick.symbol as usize].name;
-            for kind in [TickKind::Tick, TickKind::Snapshot] {
+            for kind in [TickKind::Tick, TickKind::Snapshot, TickKind::Reset] {
                 let frame = tick_frame(kind, name, &tick);
                 let (_, payload) = parse_unmasked(&frame).unwrap();
                 let mut payload = payload.to_vec();

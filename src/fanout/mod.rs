@@ -9,20 +9,28 @@
 //!
 //! Sessions change subscriptions by sending [`Command`]s over a bounded
 //! channel. The fan-out applies them between ticks and queues the
-//! `subscribed` reply and the snapshots itself, which is what guarantees a
-//! client its snapshot before any tick of a symbol and every later tick in
-//! order.
+//! `subscribed` reply and the snapshots (or, for a client resuming with
+//! `from`, the ticks it missed, from the [`History`]) itself, which is what
+//! guarantees a client its snapshot before any tick of a symbol and every
+//! later tick in order.
 //!
-//! If the fan-out falls a whole ring behind the feed, the ring says how
-//! many ticks were lost; they are counted in [`Stats::ring_lagged`] and
-//! logged, and clients see the `seq` gap.
+//! Subscriptions with `max_hz` are served by [`Throttles`] on a clock, not
+//! per tick.
+//!
+//! A tick whose `seq` does not follow its symbol's previous one (the
+//! fan-out fell a whole ring behind the feed, or the publisher skipped
+//! ahead) reaches subscribers as a reset snapshot, so they know they missed
+//! ticks. Ring lag is also counted in [`Stats::ring_lagged`] and logged.
 
 pub mod encode;
+pub mod history;
 pub mod index;
+pub mod throttle;
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -35,7 +43,9 @@ use crate::session::outbox::{Outbox, Pushed};
 use crate::stats::Stats;
 use crate::tick::{SymbolId, SymbolTable, Tick};
 use encode::{tick_frame, TickKind};
+use history::{History, Replay};
 use index::SubscriberIndex;
+use throttle::{Latest, Throttles};
 
 /// Identifies one WebSocket connection for the server's lifetime.
 pub type ConnId = u64;
@@ -82,14 +92,19 @@ pub enum Command {
         outbox: Arc<Outbox>,
     },
     /// Subscribe; the fan-out replies `subscribed` with `added`, then a
-    /// snapshot of each of them that has traded.
+    /// snapshot of each of them that has traded (or, for those in `from`,
+    /// the ticks the client missed, or a reset snapshot).
     Subscribe {
         /// The connection.
         conn: ConnId,
-        /// The connection is now subscribed to `*`.
+        /// The connection is now subscribed to `*` (never with `interval`).
         all: bool,
         /// Symbols this request newly subscribed.
         added: Vec<SymbolId>,
+        /// The last `seq` the client saw of some of `added`.
+        from: HashMap<SymbolId, u64>,
+        /// Throttle `added` to one update per `interval` (`max_hz`).
+        interval: Option<Duration>,
         /// Fired once the replies are queued, so the session reads its
         /// next request only after this one is answered.
         done: oneshot::Sender<()>,
@@ -153,10 +168,20 @@ pub struct Fanout {
     index: SubscriberIndex,
     /// Last tick of each symbol, for snapshots and `/symbols`.
     last: Vec<Option<Tick>>,
+    /// The tick frame of each symbol's last tick, for throttled clients.
+    last_frames: Vec<Option<Bytes>>,
+    /// Per symbol, the first `seq` after the latest gap in its feed (0: none).
+    gap_at: Vec<u64>,
+    /// Recent ticks of every symbol, for clients resuming with `from`.
+    history: History,
+    /// Subscriptions with `max_hz`.
+    throttles: Throttles,
     /// The snapshot frame of each symbol, built on first demand after each
     /// tick and shared by every subscriber that asks before the next one:
     /// a thousand clients subscribing to `*` share one set of snapshots.
     snapshot_frames: Vec<Option<Bytes>>,
+    /// Likewise, the reset snapshot frame of each symbol.
+    reset_frames: Vec<Option<Bytes>>,
     /// The `subscribed` reply listing every symbol, built once.
     all_subscribed: Option<Bytes>,
     /// The `unsubscribed` reply listing every symbol, built once.
@@ -165,16 +190,23 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// A fan-out over `symbols`, and the handle sessions use to reach it.
+    /// A fan-out over `symbols` keeping `history_depth` ticks of each for
+    /// resuming clients, and the handle sessions use to reach it.
     pub fn new(
         symbols: Arc<SymbolTable>,
+        history_depth: usize,
         stats: Arc<Stats>,
     ) -> (Fanout, FanoutHandle, mpsc::Receiver<Command>) {
         let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
         let fanout = Fanout {
             index: SubscriberIndex::new(symbols.len()),
             last: vec![None; symbols.len()],
+            last_frames: vec![None; symbols.len()],
+            gap_at: vec![0; symbols.len()],
+            history: History::new(symbols.len(), history_depth),
+            throttles: Throttles::default(),
             snapshot_frames: vec![None; symbols.len()],
+            reset_frames: vec![None; symbols.len()],
             all_subscribed: None,
             all_unsubscribed: None,
             symbols,
@@ -202,9 +234,12 @@ impl Fanout {
             }
             if self.drain(&mut cursor) == Pass::Full {
                 // More may be waiting: let writers run, then continue.
+                self.flush_throttled(Instant::now());
                 tokio::task::yield_now().await;
                 continue;
             }
+            self.flush_throttled(Instant::now());
+            let next_flush = self.throttles.next_flush();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -213,6 +248,7 @@ impl Fanout {
                     None => break,
                 },
                 () = wake.notified() => {}
+                () = sleep_until(next_flush) => {}
             }
         }
         let shutting_down = || close_frame(1001, "server shutting down");
@@ -260,39 +296,98 @@ impl Fanout {
         pass
     }
 
-    /// Serializes `tick` once and queues it to each of its subscribers;
-    /// returns how many that was.
+    /// Serializes `tick` once, records it, and queues it to each of its
+    /// per-tick subscribers; returns how many that was.
     pub fn dispatch(&mut self, tick: &Tick, now: Instant) -> usize {
         let symbol = tick.symbol;
-        self.last[symbol as usize] = Some(*tick);
-        self.snapshot_frames[symbol as usize] = None;
+        let slot = symbol as usize;
+        let gap = self.last[slot].is_some_and(|prev| prev.seq.checked_add(1) != Some(tick.seq));
+        self.last[slot] = Some(*tick);
+        self.snapshot_frames[slot] = None;
+        self.reset_frames[slot] = None;
+        let name = self.symbols.name(symbol);
+        let frame = tick_frame(TickKind::Tick, name, tick);
+        self.history.record(symbol, tick.seq, &frame);
+        let live = if gap {
+            self.gap_at[slot] = tick.seq;
+            Stats::add(&self.stats.feed_gaps, 1);
+            tick_frame(TickKind::Reset, name, tick)
+        } else {
+            frame.clone()
+        };
+        self.last_frames[slot] = Some(frame);
         if !self.index.has_subscribers(symbol) {
             return 0;
         }
-        let frame = tick_frame(TickKind::Tick, self.symbols.name(symbol), tick);
         let mut recipients = 0;
         for outbox in self.index.subscribers(symbol) {
             recipients += 1;
-            match outbox.push_tick(symbol, &frame, now) {
-                Pushed::Queued | Pushed::Dropped => {}
-                Pushed::Conflated => Stats::add(&self.stats.conflated, 1),
-                Pushed::ClosedSlow => {
-                    tracing::info!("closed a client that stayed behind: slow consumer");
-                }
-            }
+            count_push(&self.stats, outbox.push_tick(symbol, &live, now));
         }
         recipients
     }
 
-    /// The shared snapshot frame of `symbol`, if it has traded.
-    fn snapshot_frame(&mut self, symbol: SymbolId) -> Option<Bytes> {
+    /// Sends throttled subscribers what their lanes owe them at `now`.
+    fn flush_throttled(&mut self, now: Instant) {
+        if self.throttles.next_flush().is_none_or(|due| due > now) {
+            return;
+        }
+        let (last, last_frames, gap_at, symbols) =
+            (&self.last, &self.last_frames, &self.gap_at, &self.symbols);
+        let stats = &self.stats;
+        self.throttles.flush_due(
+            now,
+            |symbol, flushed_seq| {
+                let tick = last[symbol as usize].filter(|tick| tick.seq > flushed_seq)?;
+                let gap_seq = gap_at[symbol as usize];
+                Some(Latest {
+                    seq: tick.seq,
+                    tick: last_frames[symbol as usize].clone()?,
+                    reset: (gap_seq > flushed_seq).then(|| {
+                        (
+                            gap_seq,
+                            tick_frame(TickKind::Reset, symbols.name(symbol), &tick),
+                        )
+                    }),
+                })
+            },
+            |pushed| count_push(stats, pushed),
+        );
+    }
+
+    /// The shared snapshot frame (`Snapshot` or `Reset`) of `symbol`, if it
+    /// has traded.
+    fn snapshot_frame(&mut self, symbol: SymbolId, kind: TickKind) -> Option<Bytes> {
         let tick = self.last[symbol as usize]?;
+        let cache = match kind {
+            TickKind::Reset => &mut self.reset_frames,
+            _ => &mut self.snapshot_frames,
+        };
         let symbols = &self.symbols;
         Some(
-            self.snapshot_frames[symbol as usize]
-                .get_or_insert_with(|| tick_frame(TickKind::Snapshot, symbols.name(symbol), &tick))
+            cache[symbol as usize]
+                .get_or_insert_with(|| tick_frame(kind, symbols.name(symbol), &tick))
                 .clone(),
         )
+    }
+
+    /// What a client resuming `symbol` after `seq` `seen` is sent: the
+    /// ticks it missed, nothing if it is current, or a reset snapshot.
+    fn resume(&mut self, symbol: SymbolId, seen: u64, frames: &mut Vec<Bytes>) {
+        let Some(latest) = self.last[symbol as usize] else {
+            return;
+        };
+        match self.history.since(symbol, seen, latest.seq) {
+            Replay::UpToDate => {}
+            Replay::Ticks(ticks) => {
+                Stats::add(&self.stats.replayed, ticks.len() as u64);
+                frames.extend(ticks.into_iter().cloned());
+            }
+            Replay::Gone => {
+                Stats::add(&self.stats.resets, 1);
+                frames.extend(self.snapshot_frame(symbol, TickKind::Reset));
+            }
+        }
     }
 
     /// Applies one session command.
@@ -307,17 +402,30 @@ impl Fanout {
                         .fetch_max(peak, Ordering::Relaxed);
                 }
                 self.index.detach(conn);
+                self.throttles.detach(conn);
             }
             Command::Subscribe {
                 conn,
                 all,
                 added,
+                from,
+                interval,
                 done,
             } => {
-                if all {
-                    self.index.subscribe_all(conn);
-                } else {
-                    self.index.subscribe(conn, &added);
+                match (interval, self.index.outbox(conn).cloned()) {
+                    (Some(interval), Some(outbox)) => {
+                        let now = Instant::now();
+                        for &id in &added {
+                            // The client is sent the newest tick next (as a
+                            // snapshot or the end of a replay).
+                            let seq = self.last[id as usize].map_or(0, |tick| tick.seq);
+                            self.throttles
+                                .subscribe(conn, &outbox, id, interval, seq, now);
+                        }
+                    }
+                    (Some(_), None) => {}
+                    (None, _) if all => self.index.subscribe_all(conn),
+                    (None, _) => self.index.subscribe(conn, &added),
                 }
                 if let Some(outbox) = self.index.outbox(conn).cloned() {
                     // A first `*` lists every symbol in server order: that
@@ -329,11 +437,14 @@ impl Fanout {
                     } else {
                         names_reply(&self.symbols, &added, true)
                     };
-                    let snapshots: Vec<Bytes> = added
-                        .iter()
-                        .filter_map(|&id| self.snapshot_frame(id))
-                        .collect();
-                    outbox.push_replies(std::iter::once(reply).chain(snapshots));
+                    let mut frames = vec![reply];
+                    for &id in &added {
+                        match from.get(&id) {
+                            Some(&seen) => self.resume(id, seen, &mut frames),
+                            None => frames.extend(self.snapshot_frame(id, TickKind::Snapshot)),
+                        }
+                    }
+                    outbox.push_replies(frames);
                 }
                 let _ = done.send(());
             }
@@ -343,6 +454,7 @@ impl Fanout {
                 done,
             } => {
                 self.index.unsubscribe(conn, &removed);
+                self.throttles.unsubscribe(conn, &removed);
                 if let Some(outbox) = self.index.outbox(conn) {
                     outbox.forget_symbols(&removed);
                     let everything = removed.len() == self.symbols.len()
@@ -362,5 +474,24 @@ impl Fanout {
                 let _ = reply.send(self.last.clone());
             }
         }
+    }
+}
+
+/// Counts what a push did.
+fn count_push(stats: &Stats, pushed: Pushed) {
+    match pushed {
+        Pushed::Queued | Pushed::Dropped => {}
+        Pushed::Conflated => Stats::add(&stats.conflated, 1),
+        Pushed::ClosedSlow => {
+            tracing::info!("closed a client that stayed behind: slow consumer");
+        }
+    }
+}
+
+/// Resolves at `deadline`, or never without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }

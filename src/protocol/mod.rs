@@ -17,6 +17,20 @@ pub use error::{ErrorCode, ProtocolError};
 /// The symbol that stands for every symbol in `subscribe`/`unsubscribe`.
 pub const ALL_SYMBOLS: &str = "*";
 
+/// Highest `max_hz` a client may ask for.
+pub const MAX_HZ: f64 = 1000.0;
+
+/// The options of a `subscribe` beyond its symbols.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SubscribeOptions {
+    /// `from`: the last `seq` the client saw, per symbol name.
+    pub from: Vec<(String, u64)>,
+    /// `max_hz`: most updates per second of each symbol.
+    pub max_hz: Option<f64>,
+    /// `batch`: switch `ticks` batches on or off for the connection.
+    pub batch: Option<bool>,
+}
+
 /// A request from a client.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClientMsg {
@@ -24,6 +38,8 @@ pub enum ClientMsg {
     Subscribe {
         /// Symbol names as sent, `*` included.
         symbols: Vec<String>,
+        /// `from`, `max_hz` and `batch`.
+        options: SubscribeOptions,
     },
     /// `{"op":"unsubscribe","symbols":["AAPL"]}`
     Unsubscribe {
@@ -62,6 +78,7 @@ impl ClientMsg {
         match op {
             "subscribe" => Ok(ClientMsg::Subscribe {
                 symbols: symbol_list(object.get("symbols"))?,
+                options: subscribe_options(object)?,
             }),
             "unsubscribe" => Ok(ClientMsg::Unsubscribe {
                 symbols: symbol_list(object.get("symbols"))?,
@@ -99,6 +116,48 @@ fn symbol_list(value: Option<&simd_json::BorrowedValue>) -> Result<Vec<String>, 
         .iter()
         .map(|s| s.as_str().map(str::to_owned).ok_or_else(bad))
         .collect()
+}
+
+fn subscribe_options(
+    object: &simd_json::borrowed::Object<'_>,
+) -> Result<SubscribeOptions, ProtocolError> {
+    let bad = |message: &str| ProtocolError::new(ErrorCode::BadRequest, message);
+    let from = match object.get("from") {
+        None => Vec::new(),
+        Some(from) => {
+            let bad_from =
+                || bad(r#""from" must map symbols to the last seq seen, e.g. {"AAPL":1234}"#);
+            let entries = from.as_object().ok_or_else(bad_from)?;
+            entries
+                .iter()
+                .map(|(name, seq)| Ok((name.to_string(), seq.as_u64().ok_or_else(bad_from)?)))
+                .collect::<Result<_, ProtocolError>>()?
+        }
+    };
+    let max_hz = match object.get("max_hz") {
+        None => None,
+        Some(hz) => match hz.cast_f64() {
+            Some(hz) if hz > 0.0 && hz <= MAX_HZ => Some(hz),
+            _ => {
+                return Err(bad(
+                    r#""max_hz" must be a number of updates per second above 0 and at most 1000, e.g. 4"#,
+                ))
+            }
+        },
+    };
+    let batch = match object.get("batch") {
+        None => None,
+        Some(batch) => Some(
+            batch
+                .as_bool()
+                .ok_or_else(|| bad(r#""batch" must be true or false"#))?,
+        ),
+    };
+    Ok(SubscribeOptions {
+        from,
+        max_hz,
+        batch,
+    })
 }
 
 fn ping_id(id: &simd_json::BorrowedValue) -> Result<serde_json::Value, ProtocolError> {
@@ -193,7 +252,22 @@ mod tests {
         assert_eq!(
             parse(r#"{"op":"subscribe","symbols":["AAPL","*"]}"#).unwrap(),
             ClientMsg::Subscribe {
-                symbols: vec!["AAPL".into(), "*".into()]
+                symbols: vec!["AAPL".into(), "*".into()],
+                options: SubscribeOptions::default(),
+            }
+        );
+        assert_eq!(
+            parse(
+                r#"{"op":"subscribe","symbols":["AAPL"],"from":{"AAPL":12},"max_hz":2.5,"batch":true}"#
+            )
+            .unwrap(),
+            ClientMsg::Subscribe {
+                symbols: vec!["AAPL".into()],
+                options: SubscribeOptions {
+                    from: vec![("AAPL".into(), 12)],
+                    max_hz: Some(2.5),
+                    batch: Some(true),
+                },
             }
         );
         assert_eq!(
@@ -230,6 +304,23 @@ mod tests {
         );
         assert_eq!(code(r#"{"op":"ping","id":{}}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"op":"trade"}"#), ErrorCode::UnknownOp);
+        let sub = |extra: &str| format!(r#"{{"op":"subscribe","symbols":["A"],{extra}}}"#);
+        for extra in [
+            r#""from":[1]"#,
+            r#""from":{"A":-1}"#,
+            r#""from":{"A":"7"}"#,
+            r#""max_hz":0"#,
+            r#""max_hz":1001"#,
+            r#""max_hz":"4""#,
+            r#""batch":1"#,
+        ] {
+            let request = sub(extra);
+            assert_eq!(
+                parse(&request).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{extra}"
+            );
+        }
     }
 
     #[test]

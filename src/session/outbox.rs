@@ -33,6 +33,7 @@
 //! Exactly one close frame is ever queued: the first [`Outbox::close`] wins.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,6 +135,8 @@ pub struct Outbox {
     /// Wakes the reader: replies fell back under the limit.
     drained: Notify,
     limits: OutboxLimits,
+    /// The client asked for `ticks` batches (`"batch":true`).
+    batch: AtomicBool,
     /// Where slow-consumer closes are counted, if anywhere.
     stats: Option<Arc<Stats>>,
 }
@@ -155,8 +158,19 @@ impl Outbox {
             changed: Notify::new(),
             drained: Notify::new(),
             limits,
+            batch: AtomicBool::new(false),
             stats: None,
         }
+    }
+
+    /// Switches `ticks` batches on or off for what is sent from now on.
+    pub fn set_batch(&self, batch: bool) {
+        self.batch.store(batch, Ordering::Relaxed);
+    }
+
+    /// Whether ticks go out in `ticks` batches.
+    pub fn batches(&self) -> bool {
+        self.batch.load(Ordering::Relaxed)
     }
 
     /// Counts this outbox's slow-consumer close in `stats`.

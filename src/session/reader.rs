@@ -11,7 +11,7 @@
 //! `read_frame` is not cancellation-safe, so the reader runs in a task of
 //! its own and is only ever dropped when the connection is over.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -20,9 +20,12 @@ use tokio::io::AsyncRead;
 
 use super::guard::Violation;
 use super::outbox::Outbox;
+use crate::fanout::throttle::interval_for;
 use crate::fanout::{Command, ConnId, FanoutHandle};
 use crate::protocol::frame::{close_frame, close_frame_echo, pong_frame};
-use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, ALL_SYMBOLS};
+use crate::protocol::{
+    truncate, ClientMsg, ErrorCode, ProtocolError, ServerMsg, SubscribeOptions, ALL_SYMBOLS,
+};
 use crate::tick::{SymbolId, SymbolTable};
 
 /// How the reader ended.
@@ -140,6 +143,9 @@ struct Subscriptions {
     all: bool,
     /// Subscribed symbols when not `all`.
     symbols: HashSet<SymbolId>,
+    /// Some symbols were subscribed with `max_hz`; a later `*` then
+    /// subscribes every symbol by name, so each keeps its own rate.
+    throttled: bool,
 }
 
 /// The request-handling side of one session.
@@ -178,7 +184,9 @@ impl Reader {
             Ok(ClientMsg::Ping { id }) => self
                 .outbox
                 .push_reply(ServerMsg::Pong { id: id.as_ref() }.to_frame()),
-            Ok(ClientMsg::Subscribe { symbols }) => self.subscribe(&symbols).await,
+            Ok(ClientMsg::Subscribe { symbols, options }) => {
+                self.subscribe(&symbols, &options).await;
+            }
             Ok(ClientMsg::Unsubscribe { symbols }) => self.unsubscribe(&symbols).await,
         }
     }
@@ -216,10 +224,59 @@ impl Reader {
         (star, ids)
     }
 
-    async fn subscribe(&mut self, names: &[String]) {
-        let (star, ids) = self.resolve(names);
+    /// The symbol ids of a subscribe's `from`, each of which must be
+    /// among the symbols the request names (any symbol, with `*`).
+    fn resolve_from(
+        &self,
+        names: &[String],
+        from: &[(String, u64)],
+    ) -> Result<HashMap<SymbolId, u64>, ProtocolError> {
+        if from.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let requested: HashSet<&str> = names.iter().map(String::as_str).collect();
+        let star = requested.contains(ALL_SYMBOLS);
+        from.iter()
+            .map(|(name, seq)| {
+                let id = self
+                    .symbols
+                    .id(name)
+                    .filter(|_| star || requested.contains(name.as_str()))
+                    .ok_or_else(|| {
+                        ProtocolError::new(
+                            ErrorCode::BadRequest,
+                            format!(
+                                "\"from\" names {:?}, which this request does not subscribe; \
+                                 list it in \"symbols\" as well",
+                                truncate(name, 24)
+                            ),
+                        )
+                    })?;
+                Ok((id, *seq))
+            })
+            .collect()
+    }
+
+    async fn subscribe(&mut self, names: &[String], options: &SubscribeOptions) {
+        // Every option is checked before anything is applied.
+        let from = match self.resolve_from(names, &options.from) {
+            Ok(from) => from,
+            Err(err) => return self.outbox.push_reply(err.to_frame()),
+        };
+        let interval = options.max_hz.map(interval_for);
+        if let Some(batch) = options.batch {
+            self.outbox.set_batch(batch);
+        }
+        let (mut star, mut ids) = self.resolve(names);
         if !star && ids.is_empty() {
             return;
+        }
+        // A throttled `*` (or `*` next to throttled symbols) is every
+        // symbol by name: rates are kept per symbol.
+        let star_by_name = star && (interval.is_some() || self.subscriptions.throttled);
+        if star_by_name {
+            star = false;
+            ids = self.symbols.ids().collect();
         }
         let subs = &mut self.subscriptions;
         let added: Vec<SymbolId> = if subs.all {
@@ -235,12 +292,17 @@ impl Reader {
                 .collect()
         };
         if !star && !subs.all && subs.symbols.len() + added.len() > self.max_subscriptions {
+            let advice = if star_by_name {
+                "with max_hz, \"*\" subscribes every symbol by name; name fewer symbols"
+            } else {
+                "unsubscribe some, subscribe to \"*\", or open another connection"
+            };
             self.outbox.push_reply(
                 ProtocolError::new(
                     ErrorCode::TooManySymbols,
                     format!(
                         "this would make {} subscriptions on one connection, the limit is {}; \
-                         unsubscribe some, subscribe to \"*\", or open another connection",
+                         {advice}",
                         subs.symbols.len() + added.len(),
                         self.max_subscriptions
                     ),
@@ -249,6 +311,7 @@ impl Reader {
             );
             return;
         }
+        subs.throttled |= interval.is_some();
         if star {
             subs.all = true;
             subs.symbols.clear();
@@ -262,6 +325,8 @@ impl Reader {
                 conn,
                 all,
                 added,
+                from,
+                interval,
                 done,
             })
             .await;

@@ -16,6 +16,9 @@
 //! (at least [`CLOSE_GRACE`]): a stalled client is told why it was closed,
 //! not just cut off. Meanwhile it holds a socket and nothing else.
 //!
+//! For a client that asked for batches, each pass's runs of ticks go out
+//! as `ticks` frames (`fanout::encode::batch_ticks`).
+//!
 //! The writer also tells the outbox how the client keeps up: a batch sent
 //! whole without the socket filling up means it has caught up; a socket
 //! that accepts no byte for the write timeout gets the client closed with
@@ -33,6 +36,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::outbox::{Outbox, Take};
+use crate::fanout::encode::batch_ticks;
 
 /// Frames per `writev` call (Linux allows 1024); a pass with more frames
 /// loops.
@@ -73,7 +77,12 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
     loop {
         if batch.is_empty() {
             match outbox.take(&mut batch) {
-                Take::Frames => blocked = false,
+                Take::Frames => {
+                    blocked = false;
+                    if outbox.batches() {
+                        batch_ticks(&mut batch);
+                    }
+                }
                 Take::Idle => {
                     outbox.changed().await;
                     continue;
