@@ -4,6 +4,10 @@
 //! `tokio::sync::broadcast` channel whose every receiver serializes its
 //! own JSON with serde_json and frames it).
 //!
+//! `dispatch_throttled` is the same with every subscriber on `max_hz`:
+//! throttled subscribers are served by their lane's clock, so a tick they
+//! skip costs them nothing.
+//!
 //! Criterion prints time per tick and, with `Throughput::Elements(n)`,
 //! recipients per second; ns per recipient is the time divided by n.
 //! Outboxes are drained outside the measured time so their queues stay
@@ -53,9 +57,14 @@ fn ticks() -> (Vec<Tick>, Arc<SymbolTable>) {
     (ticks, table)
 }
 
-/// A fan-out with `n` connections subscribed to symbol 0, their
-/// `subscribed` replies already drained.
-fn fanout_with(n: usize, symbols: &Arc<SymbolTable>) -> (Fanout, Vec<Arc<Outbox>>) {
+/// A fan-out with `n` connections subscribed to symbol 0 (throttled to
+/// one update per `interval`, if given), their `subscribed` replies
+/// already drained.
+fn fanout_with(
+    n: usize,
+    symbols: &Arc<SymbolTable>,
+    interval: Option<Duration>,
+) -> (Fanout, Vec<Arc<Outbox>>) {
     let (mut fanout, _handle, _commands) = Fanout::new(
         symbols.clone(),
         Config::defaults().history_depth as usize,
@@ -79,7 +88,7 @@ fn fanout_with(n: usize, symbols: &Arc<SymbolTable>) -> (Fanout, Vec<Arc<Outbox>
             all: false,
             added: vec![0],
             from: Default::default(),
-            interval: None,
+            interval,
             done: tokio::sync::oneshot::channel().0,
         });
         outboxes.push(outbox);
@@ -103,23 +112,30 @@ fn fanout(c: &mut Criterion) {
     for n in RECIPIENTS {
         group.throughput(Throughput::Elements(n as u64));
 
-        let (mut fanout, outboxes) = fanout_with(n, &symbols);
-        let mut i = 0;
-        group.bench_with_input(BenchmarkId::new("dispatch", n), &n, |b, _| {
-            b.iter_custom(|iters| {
-                let mut measured = Duration::ZERO;
-                for _ in 0..iters {
-                    let tick = &ticks[i % TICKS];
-                    i += 1;
-                    let start = Instant::now();
-                    fanout.dispatch(black_box(tick), start);
-                    measured += start.elapsed();
-                    drain(&outboxes);
-                }
-                measured
-            })
-        });
-        drop((fanout, outboxes));
+        // Every subscriber gets every tick; then the same subscribers
+        // throttled with `max_hz` (4 updates/s): the ticks they skip must
+        // cost nothing per subscriber.
+        for (name, interval) in [
+            ("dispatch", None),
+            ("dispatch_throttled", Some(Duration::from_millis(250))),
+        ] {
+            let (mut fanout, outboxes) = fanout_with(n, &symbols, interval);
+            let mut i = 0;
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter_custom(|iters| {
+                    let mut measured = Duration::ZERO;
+                    for _ in 0..iters {
+                        let tick = &ticks[i % TICKS];
+                        i += 1;
+                        let start = Instant::now();
+                        fanout.dispatch(black_box(tick), start);
+                        measured += start.elapsed();
+                        drain(&outboxes);
+                    }
+                    measured
+                })
+            });
+        }
 
         if n > BASELINE_MAX_RECIPIENTS {
             continue;
