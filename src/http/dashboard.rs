@@ -42,7 +42,10 @@ mod tests {
     #[test]
     fn every_route_has_its_content_type() {
         assert!(asset("/").unwrap().1.starts_with("text/html"));
-        assert!(asset("/dashboard.js").unwrap().1.starts_with("text/javascript"));
+        assert!(asset("/dashboard.js")
+            .unwrap()
+            .1
+            .starts_with("text/javascript"));
         assert!(asset("/dashboard.css").unwrap().1.starts_with("text/css"));
         assert!(asset("/nope").is_none());
     }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,7 +52,11 @@ pub fn config() -> Config {
 
 /// Starts a server with `config`.
 pub async fn start(config: Config) -> TestServer {
-    let server = Server::bind(config).await.expect("bind");
+    run(Server::bind(config).await.expect("bind"))
+}
+
+/// Runs a bound server until [`TestServer::stop`].
+fn run(server: Server) -> TestServer {
     let addr = server.local_addr();
     let stats = server.stats();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -68,6 +74,25 @@ pub async fn start(config: Config) -> TestServer {
         stop: Some(stop),
         task: Some(task),
     }
+}
+
+/// Starts a server with `config` on `addr`, as a restarted server would
+/// come back: retries while the port is still held by the previous one.
+pub async fn start_at(addr: SocketAddr, mut config: Config) -> TestServer {
+    config.listen = addr;
+    let server = within(&format!("binding {addr} again"), async {
+        loop {
+            match Server::bind(config.clone()).await {
+                Ok(server) => return server,
+                Err(err) => {
+                    tracing::debug!(%err, "port still taken; retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+    .await;
+    run(server)
 }
 
 impl TestServer {

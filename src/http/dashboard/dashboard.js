@@ -12,6 +12,9 @@
   const MAX_HZ = numberParam("max_hz", 4);
   /** Prices kept for each sparkline. */
   const SPARK_POINTS = 60;
+  /** Sparkline size in CSS pixels, as in dashboard.css. */
+  const SPARK_WIDTH = 96;
+  const SPARK_HEIGHT = 24;
   const BACKOFF_BASE_MS = 500;
   const BACKOFF_MAX_MS = 15_000;
   /** A ping goes out this often, so a dead connection is noticed. */
@@ -341,15 +344,17 @@
   }
 
   function drawSpark(q) {
-    const canvas = q.cells.spark;
+    // The size is fixed (CSS matches): reading it back from the layout
+    // would force a reflow per row.
+    const width = SPARK_WIDTH;
+    const height = SPARK_HEIGHT;
     const ratio = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth || 96;
-    const height = canvas.clientHeight || 24;
-    if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
+    const canvas = q.cells.spark;
+    if (canvas.width !== Math.round(width * ratio)) {
       canvas.width = Math.round(width * ratio);
       canvas.height = Math.round(height * ratio);
     }
-    const ctx = canvas.getContext("2d");
+    const ctx = q.spark || (q.spark = canvas.getContext("2d"));
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, width, height);
     const points = q.history;
@@ -395,7 +400,8 @@
 
   function frame(now) {
     requestAnimationFrame(frame);
-    for (const q of dirty) paint(q);
+    // Rows hidden by the filter are painted when they show again.
+    for (const q of dirty) if (!q.row.hidden) paint(q);
     dirty.clear();
     paintMeters(now);
   }
@@ -418,7 +424,10 @@
 
   ui.filter.addEventListener("input", () => {
     filterText = ui.filter.value.trim().toUpperCase();
-    for (const q of quotes.values()) q.row.hidden = !matchesFilter(q.sym);
+    for (const q of quotes.values()) {
+      q.row.hidden = !matchesFilter(q.sym);
+      if (!q.row.hidden && q.px !== null) dirty.add(q);
+    }
     updateShown();
   });
 
