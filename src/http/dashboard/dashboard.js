@@ -66,8 +66,13 @@
   let lastHeard = 0;
   let lastPing = 0;
   let pingId = 0;
-  /** The resume in progress: symbols named in `from` and which of them reset. */
+  /**
+   * The last resume: the symbols named in `from`, those still waiting for
+   * their first message, and those that came back with a reset.
+   */
   let resume = null;
+  /** No `subscribed` reply yet on this connection. */
+  let awaitingReply = false;
 
   // Figures for the meters.
   let windowTicks = 0;
@@ -98,7 +103,7 @@
       sym,
       row,
       cells: {
-        px: cell("px"), chg: cell("chg"), pct: cell("pct"), bid: cell("bid"),
+        px: cell("quote"), chg: cell("chg"), pct: cell("pct"), bid: cell("bid"),
         ask: cell("ask"), size: cell("size"), seq: cell("seq"), spark: cell("spark"),
       },
       seq: 0, px: null, bid: null, ask: null, size: null,
@@ -145,6 +150,7 @@
   }
 
   function onTick(t) {
+    if (resume !== null) resume.pending.delete(t.sym);
     apply(t);
     counters.ticks += 1;
     windowTicks += 1;
@@ -153,7 +159,7 @@
 
   function onSnapshot(s) {
     const known = quotes.get(s.sym);
-    const resumed = resume !== null && resume.symbols.has(s.sym);
+    const resumed = resume !== null && resume.pending.delete(s.sym);
     // A snapshot for a symbol named in `from` means its missed ticks could
     // not be replayed, whether the server flags it or (not supporting
     // resumes) sends a plain one that is not where the page left off.
@@ -171,6 +177,7 @@
 
   function onSubscribed(msg) {
     attempt = 0;
+    awaitingReply = false;
     setStatus("live", "live");
     for (const sym of msg.symbols || []) quoteFor(sym);
     if (resume !== null) {
@@ -211,8 +218,9 @@
       const from = {};
       for (const [sym, q] of quotes) if (q.seq > 0) from[sym] = q.seq;
       const named = Object.keys(from);
-      resume = named.length > 0 ? { symbols: new Set(named), reset: new Set() } : null;
+      resume = named.length > 0 ? { symbols: new Set(named), pending: new Set(named), reset: new Set() } : null;
       if (resume !== null) request.from = from;
+      awaitingReply = true;
       ws.send(JSON.stringify(request));
     };
     ws.onmessage = (event) => {
@@ -239,6 +247,13 @@
           break;
         case "error":
           notify("error", `Server error ${msg.code}: ${msg.message}`);
+          if (awaitingReply && msg.code === "bad_request") {
+            // The options were refused and nothing was subscribed: fall
+            // back to the plain request every server version takes.
+            resume = null;
+            awaitingReply = false;
+            ws.send(JSON.stringify({ op: "subscribe", symbols: ["*"] }));
+          }
           break;
         default:
           break; // pong, unsubscribed, and fields of later versions
@@ -320,7 +335,7 @@
     if (q.px !== q.shown.pxValue) {
       if (q.shown.pxValue !== undefined && q.shown.pxValue !== null) {
         q.flip ^= 1;
-        c.px.className = `num px ${q.px > q.shown.pxValue ? "up" : "down"}${q.flip}`;
+        c.px.className = `quote ${q.px > q.shown.pxValue ? "up" : "down"}${q.flip}`;
       }
       q.shown.pxValue = q.px;
       put(q, "px", price.format(q.px));
