@@ -1,11 +1,14 @@
 //! The edge: accepts TCP connections, serves HTTP/1.1 with hyper, and
 //! routes requests.
 //!
+//! * `GET /` (and `/dashboard.js`, `/dashboard.css`) → [`dashboard`]: the
+//!   live dashboard page, built into the binary.
 //! * `GET /ws` → [`ws`]: WebSocket upgrade, then a `session`.
 //! * `GET /ingest` → [`ws`]: a publisher's upgrade (with `--feed ingest`).
 //! * `GET /healthz`, `GET /symbols` → [`status`].
 //! * anything else → 404 with a list of the routes.
 
+pub mod dashboard;
 pub mod status;
 pub mod ws;
 
@@ -100,17 +103,22 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
 }
 
 async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<Body>, Infallible> {
+    let page = dashboard::asset(req.uri().path());
     let response = match (req.method(), req.uri().path()) {
+        (&Method::GET, _) if page.is_some() => {
+            let (body, content_type) = page.expect("matched by the guard");
+            dashboard::serve(body, content_type)
+        }
         (&Method::GET, "/ws") => ws::upgrade(req, &state),
         (&Method::GET, "/ingest") => ws::ingest(req, &state).await,
         (&Method::GET, "/healthz") => status::healthz(),
         (&Method::GET, "/symbols") => status::symbols(&state).await,
-        (_, "/ws" | "/healthz" | "/symbols") => {
+        (_, "/" | "/ws" | "/healthz" | "/symbols" | "/dashboard.js" | "/dashboard.css") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "use GET on this path\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; tickcast serves GET /ws (WebSocket), GET /symbols and GET /healthz\n",
+            "not found; tickcast serves GET / (dashboard), GET /ws (WebSocket), GET /symbols and GET /healthz\n",
         ),
     };
     Ok(response)

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod ingest;
 
 use std::future::Future;
@@ -52,7 +53,11 @@ pub fn config() -> Config {
 
 /// Starts a server with `config`.
 pub async fn start(config: Config) -> TestServer {
-    let server = Server::bind(config).await.expect("bind");
+    run(Server::bind(config).await.expect("bind"))
+}
+
+/// Runs a bound server until [`TestServer::stop`].
+fn run(server: Server) -> TestServer {
     let addr = server.local_addr();
     let stats = server.stats();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -70,6 +75,25 @@ pub async fn start(config: Config) -> TestServer {
         stop: Some(stop),
         task: Some(task),
     }
+}
+
+/// Starts a server with `config` on `addr`, as a restarted server would
+/// come back: retries while the port is still held by the previous one.
+pub async fn start_at(addr: SocketAddr, mut config: Config) -> TestServer {
+    config.listen = addr;
+    let server = within(&format!("binding {addr} again"), async {
+        loop {
+            match Server::bind(config.clone()).await {
+                Ok(server) => return server,
+                Err(err) => {
+                    tracing::debug!(%err, "port still taken; retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+    .await;
+    run(server)
 }
 
 impl TestServer {
