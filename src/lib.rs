@@ -42,6 +42,7 @@ pub mod session;
 
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod stats;
 
 pub use config::Config;

@@ -26,6 +26,7 @@ use crate::fanout::Fanout;
 use crate::feed::ingest::IngestPort;
 use crate::feed::{self, sim::Simulator, symbols::universe};
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::ring::{self, Cursor};
 use crate::session::SessionContext;
 use crate::stats::Stats;
@@ -64,9 +65,10 @@ pub fn start_stages(
             outbox_limits: config.outbox_limits(),
             guard_limits: config.guard_limits(),
             max_subscriptions: config.max_subscriptions,
-            stats,
+            stats: stats.clone(),
         }),
         fanout: handle,
+        metrics: Metrics::new(stats.clone()),
         ingest,
         next_conn: AtomicU64::new(1),
         shutdown,

@@ -1,13 +1,36 @@
 //! `Stats`: counters the stages bump as they work, read by tests and
-//! operators. Relaxed atomics: each is an independent count, and none is
-//! touched once per recipient on the fast path (only on conflation, close
-//! and connection events, or once per tick).
+//! exported by `metrics`. Relaxed atomics: each is an independent count,
+//! and none is touched once per recipient on the fast path (only on
+//! conflation, close and connection events, once per tick, or once per
+//! socket write).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Server-wide counters.
-#[derive(Debug, Default)]
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+use crate::protocol::ErrorCode;
+
+/// Server-wide counters and latency histograms (exported at `/metrics`).
+#[derive(Debug)]
 pub struct Stats {
+    /// Ticks the feed has written into the ring (as of the fan-out's last
+    /// pass).
+    pub ticks_produced: AtomicU64,
+    /// Ticks published but not yet read by the fan-out, after its last pass.
+    pub ring_lag: AtomicU64,
+    /// Symbol subscriptions over all connections (`*` counts every symbol).
+    pub subscriptions: AtomicUsize,
+    /// Frames fully written to client sockets.
+    pub frames_sent: AtomicU64,
+    /// Bytes written to client sockets.
+    pub bytes_sent: AtomicU64,
+    /// `error` replies sent, by [`ErrorCode`] (indexed by `code as usize`).
+    pub errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// Seconds from a tick's `ts` to its frame queued for every subscriber.
+    pub fanout_latency: Histogram,
+    /// Seconds from a writer taking a connection's queued frames to their
+    /// last byte accepted by the socket.
+    pub write_latency: Histogram,
     /// Ticks publishers sent through `/ingest` and the ring accepted.
     pub ticks_ingested: AtomicU64,
     /// Ticks the fan-out has read from the ring.
@@ -33,7 +56,40 @@ pub struct Stats {
     pub peak_outbox_bytes: AtomicUsize,
 }
 
+impl Default for Stats {
+    fn default() -> Self {
+        // 10 µs to about 10 s.
+        let buckets = || exponential_buckets(10e-6, 2.0, 20);
+        Stats {
+            ticks_produced: AtomicU64::new(0),
+            ring_lag: AtomicU64::new(0),
+            subscriptions: AtomicUsize::new(0),
+            frames_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            errors: Default::default(),
+            fanout_latency: Histogram::new(buckets()),
+            write_latency: Histogram::new(buckets()),
+            ticks_ingested: AtomicU64::new(0),
+            ticks_read: AtomicU64::new(0),
+            ring_lagged: AtomicU64::new(0),
+            feed_gaps: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+            conflated: AtomicU64::new(0),
+            slow_consumer_closes: AtomicU64::new(0),
+            sessions_open: AtomicUsize::new(0),
+            sessions_total: AtomicU64::new(0),
+            peak_outbox_bytes: AtomicUsize::new(0),
+        }
+    }
+}
+
 impl Stats {
+    /// Counts one `error` reply with `code`.
+    pub fn count_error(&self, code: ErrorCode) {
+        Stats::add(&self.errors[code as usize], 1);
+    }
+
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)

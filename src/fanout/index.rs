@@ -32,6 +32,8 @@ pub struct SubscriberIndex {
     by_symbol: Vec<IndexMap<ConnId, Arc<Outbox>>>,
     all: IndexMap<ConnId, Arc<Outbox>>,
     members: IndexMap<ConnId, Member>,
+    /// (connection, symbol) pairs, a `*` counting every symbol.
+    subscriptions: usize,
 }
 
 impl SubscriberIndex {
@@ -41,7 +43,13 @@ impl SubscriberIndex {
             by_symbol: (0..symbol_count).map(|_| IndexMap::new()).collect(),
             all: IndexMap::new(),
             members: IndexMap::new(),
+            subscriptions: 0,
         }
+    }
+
+    /// (connection, symbol) subscriptions, a `*` counting every symbol.
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions
     }
 
     /// Registers a connection with no subscriptions.
@@ -63,7 +71,9 @@ impl SubscriberIndex {
         };
         if member.all {
             self.all.swap_remove(&conn);
+            self.subscriptions -= self.by_symbol.len();
         }
+        self.subscriptions -= member.symbols.len();
         for symbol in member.symbols {
             self.by_symbol[symbol as usize].swap_remove(&conn);
         }
@@ -82,9 +92,11 @@ impl SubscriberIndex {
         if member.all {
             return;
         }
+        self.subscriptions -= member.symbols.len();
         for symbol in member.symbols.drain() {
             self.by_symbol[symbol as usize].swap_remove(&conn);
         }
+        self.subscriptions += self.by_symbol.len();
         member.all = true;
         self.all.insert(conn, member.outbox.clone());
     }
@@ -100,6 +112,7 @@ impl SubscriberIndex {
         for &symbol in symbols {
             if member.symbols.insert(symbol) {
                 self.by_symbol[symbol as usize].insert(conn, member.outbox.clone());
+                self.subscriptions += 1;
             }
         }
     }
@@ -113,17 +126,20 @@ impl SubscriberIndex {
         if member.all {
             member.all = false;
             self.all.swap_remove(&conn);
+            self.subscriptions -= self.by_symbol.len();
             let removed: HashSet<SymbolId> = symbols.iter().copied().collect();
             for symbol in 0..self.by_symbol.len() as SymbolId {
                 if !removed.contains(&symbol) {
                     member.symbols.insert(symbol);
                     self.by_symbol[symbol as usize].insert(conn, member.outbox.clone());
+                    self.subscriptions += 1;
                 }
             }
         } else {
             for symbol in symbols {
                 if member.symbols.remove(symbol) {
                     self.by_symbol[*symbol as usize].swap_remove(&conn);
+                    self.subscriptions -= 1;
                 }
             }
         }
@@ -176,11 +192,13 @@ mod tests {
             (count(&index, 0), count(&index, 1), count(&index, 2)),
             (1, 2, 0)
         );
+        assert_eq!(index.subscriptions(), 3);
         index.subscribe_all(2);
         assert_eq!(
             (count(&index, 0), count(&index, 1), count(&index, 2)),
             (2, 2, 1)
         );
+        assert_eq!(index.subscriptions(), 5);
         // A `*` subscriber dropping one symbol keeps the others.
         index.unsubscribe(2, &[2]);
         assert_eq!(
@@ -194,5 +212,6 @@ mod tests {
             (0, 0, 0)
         );
         assert!(!index.has_subscribers(0));
+        assert_eq!(index.subscriptions(), 0);
     }
 }

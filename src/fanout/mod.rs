@@ -36,6 +36,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::feed::now_nanos;
 use crate::protocol::frame::close_frame;
 use crate::protocol::ServerMsg;
 use crate::ring::{Cursor, Read};
@@ -280,6 +281,8 @@ impl Fanout {
                     read += 1;
                     let now = *now.get_or_insert_with(Instant::now);
                     pushes += self.dispatch(&tick, now);
+                    let queued_after = now_nanos().saturating_sub(tick.ts);
+                    self.stats.fanout_latency.observe(queued_after as f64 / 1e9);
                 }
                 Read::Lagged(missed) => {
                     Stats::add(&self.stats.ring_lagged, missed);
@@ -293,6 +296,11 @@ impl Fanout {
             }
         };
         Stats::add(&self.stats.ticks_read, read as u64);
+        let behind = cursor.behind();
+        self.stats.ring_lag.store(behind, Ordering::Relaxed);
+        self.stats
+            .ticks_produced
+            .store(cursor.position() + behind, Ordering::Relaxed);
         pass
     }
 
@@ -392,6 +400,14 @@ impl Fanout {
 
     /// Applies one session command.
     pub fn apply(&mut self, command: Command) {
+        self.apply_command(command);
+        self.stats.subscriptions.store(
+            self.index.subscriptions() + self.throttles.len(),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn apply_command(&mut self, command: Command) {
         match command {
             Command::Attach { conn, outbox } => self.index.attach(conn, outbox),
             Command::Detach { conn } => {

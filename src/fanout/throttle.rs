@@ -78,6 +78,8 @@ pub struct Throttles {
     lanes: BTreeMap<Duration, Lane>,
     /// Each connection's throttled symbols and their interval.
     by_conn: HashMap<ConnId, HashMap<SymbolId, Duration>>,
+    /// Throttled (connection, symbol) subscriptions.
+    count: usize,
 }
 
 impl Throttles {
@@ -97,6 +99,7 @@ impl Throttles {
             return;
         }
         symbols.insert(symbol, interval);
+        self.count += 1;
         let lane = self.lanes.entry(interval).or_insert_with(|| Lane {
             next_flush: now + interval,
             symbols: HashMap::new(),
@@ -114,6 +117,16 @@ impl Throttles {
         );
     }
 
+    /// Throttled (connection, symbol) subscriptions.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there is no throttled subscription.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     /// Whether `conn` follows `symbol` through a lane.
     pub fn is_subscribed(&self, conn: ConnId, symbol: SymbolId) -> bool {
         self.by_conn
@@ -128,6 +141,7 @@ impl Throttles {
         };
         for symbol in symbols {
             if let Some(interval) = subscribed.remove(symbol) {
+                self.count -= 1;
                 Self::leave(&mut self.lanes, conn, *symbol, interval);
             }
         }
@@ -139,6 +153,7 @@ impl Throttles {
     /// Removes every throttled subscription of `conn`.
     pub fn detach(&mut self, conn: ConnId) {
         for (symbol, interval) in self.by_conn.remove(&conn).unwrap_or_default() {
+            self.count -= 1;
             Self::leave(&mut self.lanes, conn, symbol, interval);
         }
     }

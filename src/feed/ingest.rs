@@ -198,7 +198,8 @@ impl Publisher {
     /// Serves the publisher's upgraded connection until it closes.
     pub async fn run(mut self, socket: tokio::net::TcpStream, early: bytes::Bytes) {
         let (ws_read, write_half) = crate::session::split(socket, early, self.port.guard_limits);
-        let outbox = Arc::new(Outbox::new(self.port.outbox_limits));
+        let outbox =
+            Arc::new(Outbox::new(self.port.outbox_limits).with_stats(self.port.stats.clone()));
         self.outbox = Some(outbox.clone());
         *lock(&self.port.current) = Some(outbox.clone());
         let reader_outbox = outbox.clone();
@@ -212,7 +213,7 @@ impl Publisher {
 
     fn reply_error(&self, code: ErrorCode, message: String) {
         if let Some(outbox) = &self.outbox {
-            outbox.push_reply(ProtocolError::new(code, message).to_frame());
+            outbox.push_error(&ProtocolError::new(code, message));
         }
     }
 

@@ -5,7 +5,7 @@
 //!   live dashboard page, built into the binary.
 //! * `GET /ws` → [`ws`]: WebSocket upgrade, then a `session`.
 //! * `GET /ingest` → [`ws`]: a publisher's upgrade (with `--feed ingest`).
-//! * `GET /healthz`, `GET /symbols` → [`status`].
+//! * `GET /healthz`, `GET /symbols`, `GET /metrics` → [`status`].
 //! * anything else → 404 with a list of the routes.
 
 pub mod dashboard;
@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::fanout::{ConnId, FanoutHandle};
 use crate::feed::ingest::IngestPort;
+use crate::metrics::Metrics;
 use crate::session::SessionContext;
 
 /// Response body type of every route.
@@ -42,6 +43,8 @@ pub struct AppState {
     pub session: Arc<SessionContext>,
     /// For `/symbols`.
     pub fanout: FanoutHandle,
+    /// For `/metrics`.
+    pub metrics: Metrics,
     /// Where publishers plug in, with `--feed ingest`.
     pub ingest: Option<Arc<IngestPort>>,
     /// Source of connection ids.
@@ -113,12 +116,15 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
         (&Method::GET, "/ingest") => ws::ingest(req, &state).await,
         (&Method::GET, "/healthz") => status::healthz(),
         (&Method::GET, "/symbols") => status::symbols(&state).await,
-        (_, "/" | "/ws" | "/healthz" | "/symbols" | "/dashboard.js" | "/dashboard.css") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "use GET on this path\n")
-        }
+        (&Method::GET, "/metrics") => status::metrics(&state),
+        (
+            _,
+            "/" | "/ws" | "/healthz" | "/symbols" | "/metrics" | "/dashboard.js" | "/dashboard.css",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "use GET on this path\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; tickcast serves GET / (dashboard), GET /ws (WebSocket), GET /symbols and GET /healthz\n",
+            "not found; tickcast serves GET / (dashboard), GET /ws (WebSocket), GET /symbols, \
+             GET /metrics and GET /healthz\n",
         ),
     };
     Ok(response)

@@ -15,6 +15,15 @@ pub fn healthz() -> Response<Body> {
     text(StatusCode::OK, "ok\n")
 }
 
+/// `GET /metrics`: every counter and histogram, for Prometheus.
+pub fn metrics(state: &AppState) -> Response<Body> {
+    Response::builder()
+        .header(hyper::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
+        .header(hyper::header::CACHE_CONTROL, "no-store")
+        .body(Body::from(state.metrics.render()))
+        .expect("static response parts are valid")
+}
+
 /// One row of `/symbols`.
 #[derive(Serialize)]
 struct Quote<'a> {

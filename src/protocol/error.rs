@@ -27,6 +27,17 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (`code as usize` indexes it).
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::BadJson,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownOp,
+        ErrorCode::UnknownSymbol,
+        ErrorCode::TooManySymbols,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::BadTick,
+    ];
+
     /// The wire form, e.g. `bad_json`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -42,6 +42,7 @@ use indexmap::IndexMap;
 use tokio::sync::Notify;
 
 use crate::protocol::frame::close_frame;
+use crate::protocol::ProtocolError;
 use crate::stats::Stats;
 use crate::tick::SymbolId;
 
@@ -218,6 +219,19 @@ impl Outbox {
             self.changed.notify_one();
         }
         pushed
+    }
+
+    /// Queues an `error` reply, counted by its code.
+    pub fn push_error(&self, error: &ProtocolError) {
+        if let Some(stats) = &self.stats {
+            stats.count_error(error.code);
+        }
+        self.push_reply(error.to_frame());
+    }
+
+    /// Where this outbox's connection is counted, if anywhere.
+    pub fn stats(&self) -> Option<&Arc<Stats>> {
+        self.stats.as_ref()
     }
 
     /// Queues a reply frame (never conflated, always in order).

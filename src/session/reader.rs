@@ -90,13 +90,10 @@ where
                 let mut payload = frame.payload.to_vec();
                 messages.text(&mut payload).await;
             }
-            OpCode::Binary => outbox.push_reply(
-                ProtocolError::new(
-                    ErrorCode::BinaryNotSupported,
-                    "binary frames are not supported; send JSON as text frames",
-                )
-                .to_frame(),
-            ),
+            OpCode::Binary => outbox.push_error(&ProtocolError::new(
+                ErrorCode::BinaryNotSupported,
+                "binary frames are not supported; send JSON as text frames",
+            )),
             OpCode::Close => {
                 // Echo the peer's close (unless ours is already out). An
                 // invalid close code never gets here: it is a fault, 1002.
@@ -180,7 +177,7 @@ impl Reader {
 
     async fn handle_text_inner(&mut self, payload: &mut [u8]) {
         match ClientMsg::parse(payload) {
-            Err(err) => self.outbox.push_reply(err.to_frame()),
+            Err(err) => self.outbox.push_error(&err),
             Ok(ClientMsg::Ping { id }) => self
                 .outbox
                 .push_reply(ServerMsg::Pong { id: id.as_ref() }.to_frame()),
@@ -210,16 +207,13 @@ impl Reader {
             }
         }
         if !unknown.is_empty() {
-            self.outbox.push_reply(
-                ProtocolError::new(
-                    ErrorCode::UnknownSymbol,
-                    format!(
-                        "unknown symbol {}; GET /symbols lists the symbols this server carries",
-                        unknown.join(", ")
-                    ),
-                )
-                .to_frame(),
-            );
+            self.outbox.push_error(&ProtocolError::new(
+                ErrorCode::UnknownSymbol,
+                format!(
+                    "unknown symbol {}; GET /symbols lists the symbols this server carries",
+                    unknown.join(", ")
+                ),
+            ));
         }
         (star, ids)
     }
@@ -261,7 +255,7 @@ impl Reader {
         // Every option is checked before anything is applied.
         let from = match self.resolve_from(names, &options.from) {
             Ok(from) => from,
-            Err(err) => return self.outbox.push_reply(err.to_frame()),
+            Err(err) => return self.outbox.push_error(&err),
         };
         let interval = options.max_hz.map(interval_for);
         if let Some(batch) = options.batch {
@@ -297,18 +291,15 @@ impl Reader {
             } else {
                 "unsubscribe some, subscribe to \"*\", or open another connection"
             };
-            self.outbox.push_reply(
-                ProtocolError::new(
-                    ErrorCode::TooManySymbols,
-                    format!(
-                        "this would make {} subscriptions on one connection, the limit is {}; \
-                         {advice}",
-                        subs.symbols.len() + added.len(),
-                        self.max_subscriptions
-                    ),
-                )
-                .to_frame(),
-            );
+            self.outbox.push_error(&ProtocolError::new(
+                ErrorCode::TooManySymbols,
+                format!(
+                    "this would make {} subscriptions on one connection, the limit is {}; \
+                     {advice}",
+                    subs.symbols.len() + added.len(),
+                    self.max_subscriptions
+                ),
+            ));
             return;
         }
         subs.throttled |= interval.is_some();

@@ -37,6 +37,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::outbox::{Outbox, Take};
 use crate::fanout::encode::batch_ticks;
+use crate::stats::Stats;
 
 /// Frames per `writev` call (Linux allows 1024); a pass with more frames
 /// loops.
@@ -72,6 +73,10 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
     // Once a close is decided, the time left to send what was queued
     // before it.
     let mut flush_deadline: Option<Instant> = None;
+    // When the frames in `batch` were taken, for the write-latency
+    // histogram.
+    let mut taken_at = Instant::now();
+    let stats = outbox.stats();
     let stall_timeout = outbox.limits().write_timeout;
     let close_linger = stall_timeout.max(CLOSE_GRACE);
     loop {
@@ -79,6 +84,7 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
             match outbox.take(&mut batch) {
                 Take::Frames => {
                     blocked = false;
+                    taken_at = Instant::now();
                     if outbox.batches() {
                         batch_ticks(&mut batch);
                     }
@@ -173,16 +179,27 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
             blocked = true;
         }
         blocked |= n < offered;
+        let (bytes, mut frames) = (n, 0);
         while n > 0 {
             let front = batch.front_mut().expect("wrote more than was queued");
             if n >= front.len() {
                 n -= front.len();
                 batch.pop_front();
                 front_started = false;
+                frames += 1;
             } else {
                 front.advance(n);
                 front_started = true;
                 n = 0;
+            }
+        }
+        if let Some(stats) = stats {
+            Stats::add(&stats.bytes_sent, bytes as u64);
+            Stats::add(&stats.frames_sent, frames);
+            if batch.is_empty() {
+                stats
+                    .write_latency
+                    .observe(taken_at.elapsed().as_secs_f64());
             }
         }
         if batch.is_empty() && !blocked {
