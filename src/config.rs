@@ -95,6 +95,12 @@ pub struct Config {
     /// ones close the connection with 1009.
     #[arg(long, env = "TICKCAST_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: u64,
+
+    /// Serve a WebSocket echo endpoint at this path (e.g. `/echo`) for
+    /// conformance suites such as Autobahn: same WebSocket layer as /ws,
+    /// messages up to 16 MiB. Off by default.
+    #[arg(long, env = "TICKCAST_ECHO_ROUTE", value_parser = parse_route)]
+    pub echo_route: Option<String>,
 }
 
 impl Config {
@@ -132,6 +138,19 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         ));
     }
     Ok(rate)
+}
+
+fn parse_route(s: &str) -> Result<String, String> {
+    const TAKEN: [&str; 6] = ["/", "/ws", "/ingest", "/healthz", "/symbols", "/metrics"];
+    if !s.starts_with('/') || s.contains(['?', '#', ' ']) {
+        return Err(format!("{s:?} is not a path; give one such as /echo"));
+    }
+    if TAKEN.contains(&s) || s.starts_with("/dashboard.") {
+        return Err(format!(
+            "{s} is already a route of the server; pick another path, e.g. /echo"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

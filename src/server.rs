@@ -69,6 +69,7 @@ pub fn start_stages(
         }),
         fanout: handle,
         metrics: Metrics::new(stats.clone()),
+        echo_route: config.echo_route.clone(),
         ingest,
         next_conn: AtomicU64::new(1),
         shutdown,

@@ -5,6 +5,8 @@
 //!   live dashboard page, built into the binary.
 //! * `GET /ws` → [`ws`]: WebSocket upgrade, then a `session`.
 //! * `GET /ingest` → [`ws`]: a publisher's upgrade (with `--feed ingest`).
+//! * `GET <--echo-route>` → [`ws`]: the echo endpoint for conformance
+//!   suites (off by default).
 //! * `GET /healthz`, `GET /symbols`, `GET /metrics` → [`status`].
 //! * anything else → 404 with a list of the routes.
 
@@ -45,6 +47,8 @@ pub struct AppState {
     pub fanout: FanoutHandle,
     /// For `/metrics`.
     pub metrics: Metrics,
+    /// The echo endpoint's path, with `--echo-route`.
+    pub echo_route: Option<String>,
     /// Where publishers plug in, with `--feed ingest`.
     pub ingest: Option<Arc<IngestPort>>,
     /// Source of connection ids.
@@ -113,6 +117,7 @@ async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<
             dashboard::serve(body, content_type)
         }
         (&Method::GET, "/ws") => ws::upgrade(req, &state),
+        (&Method::GET, path) if state.echo_route.as_deref() == Some(path) => ws::echo(req, &state),
         (&Method::GET, "/ingest") => ws::ingest(req, &state).await,
         (&Method::GET, "/healthz") => status::healthz(),
         (&Method::GET, "/symbols") => status::symbols(&state).await,

@@ -30,6 +30,16 @@ pub fn upgrade(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> 
     })
 }
 
+/// `GET <--echo-route>`: the WebSocket echo endpoint for conformance
+/// suites.
+pub fn echo(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+    let conn = state.conn_id();
+    let ctx = state.session.clone();
+    accept(req, state, move |socket, early| {
+        session::echo::run(conn, socket, early, ctx)
+    })
+}
+
 /// `GET /ingest`: admits a publisher (401 without the right token; a
 /// connected publisher is replaced, 409 if it does not let go in time) and
 /// hands it the ring.

@@ -10,27 +10,47 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// (2 bytes + 16-bit extended length; payloads over 64 KiB use 10).
 const HEAD_ROOM: usize = 4;
 
+/// Opcode of a text frame.
+const TEXT: u8 = 0x1;
+/// Opcode of a binary frame.
+const BINARY: u8 = 0x2;
+
 /// Builds a text frame by letting `write_payload` append the payload, then
 /// writing the header in front of it without moving the payload.
 pub fn text_frame_with(capacity: usize, write_payload: impl FnOnce(&mut BytesMut)) -> Bytes {
+    data_frame_with(TEXT, capacity, write_payload)
+}
+
+/// A binary frame holding `payload`.
+pub fn binary_frame(payload: &[u8]) -> Bytes {
+    data_frame_with(BINARY, payload.len(), |buf| buf.extend_from_slice(payload))
+}
+
+/// [`text_frame_with`] for any data `opcode`.
+fn data_frame_with(
+    opcode: u8,
+    capacity: usize,
+    write_payload: impl FnOnce(&mut BytesMut),
+) -> Bytes {
+    let first = 0x80 | opcode; // FIN + opcode
     let mut buf = BytesMut::with_capacity(HEAD_ROOM + capacity);
     buf.put_bytes(0, HEAD_ROOM);
     write_payload(&mut buf);
     let len = buf.len() - HEAD_ROOM;
     if len < 126 {
-        buf[2] = 0x81; // FIN + text
+        buf[2] = first;
         buf[3] = len as u8;
         // Moves the start without copying or reallocating.
         buf.advance(2);
         buf.freeze()
     } else if len <= u16::MAX as usize {
-        buf[0] = 0x81;
+        buf[0] = first;
         buf[1] = 126;
         buf[2..4].copy_from_slice(&(len as u16).to_be_bytes());
         buf.freeze()
     } else {
         let mut framed = BytesMut::with_capacity(10 + len);
-        framed.put_u8(0x81);
+        framed.put_u8(first);
         framed.put_u8(127);
         framed.put_u64(len as u64);
         framed.extend_from_slice(&buf[HEAD_ROOM..]);

@@ -11,6 +11,7 @@
 //! protocol fault, a slow consumer, shutdown) → wait briefly for the
 //! client's answering close → detach from the fan-out.
 
+pub mod echo;
 pub mod guard;
 pub mod outbox;
 pub mod reader;

@@ -40,11 +40,20 @@ pub enum ReaderExit {
     Gone,
 }
 
-/// What a connection does with the text messages it receives: client
-/// requests here, published ticks in `feed::ingest`.
+/// What a connection does with the messages it receives: client requests
+/// here, published ticks in `feed::ingest`, echoes in `session::echo`.
 pub trait Messages {
     /// Handles one complete text message. `payload` is scratch afterwards.
     fn text(&mut self, payload: &mut [u8]) -> impl Future<Output = ()> + Send;
+
+    /// Handles one complete binary message; the protocol is JSON text, so
+    /// by default it is refused with `binary_not_supported`.
+    fn binary(&mut self, _payload: &[u8], outbox: &Outbox) {
+        outbox.push_error(&ProtocolError::new(
+            ErrorCode::BinaryNotSupported,
+            "binary frames are not supported; send JSON as text frames",
+        ));
+    }
 }
 
 /// Reads frames until the connection ends, handing text messages to
@@ -90,10 +99,7 @@ where
                 let mut payload = frame.payload.to_vec();
                 messages.text(&mut payload).await;
             }
-            OpCode::Binary => outbox.push_error(&ProtocolError::new(
-                ErrorCode::BinaryNotSupported,
-                "binary frames are not supported; send JSON as text frames",
-            )),
+            OpCode::Binary => messages.binary(&frame.payload, outbox),
             OpCode::Close => {
                 // Echo the peer's close (unless ours is already out). An
                 // invalid close code never gets here: it is a fault, 1002.
