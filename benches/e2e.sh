@@ -9,7 +9,8 @@
 #   benches/e2e.sh stalled-long         100 clients on "*" at 800 ticks/s, 50 stop reading for 60 s
 #
 # Extra feed-sim flags can follow in FEED_SIM_FLAGS. Results (JSON, .hgrm,
-# SVG) land in ${OUT:-target/e2e}.
+# SVG) land in ${OUT:-target/e2e}. TICKCAST=path runs another server binary
+# (e.g. an older build, for a side-by-side comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +25,7 @@ cargo build --release -q -p tickcast -p feed-sim
 run() {
     local name=$1 rate=$2
     shift 2
-    taskset -c 0 ./target/release/tickcast --listen "127.0.0.1:$PORT" --rate "$rate" \
+    taskset -c 0 "${TICKCAST:-./target/release/tickcast}" --listen "127.0.0.1:$PORT" --rate "$rate" \
         >"$OUT/$name.server.log" 2>&1 &
     local server=$!
     # Wait for the listener (no sleep-and-hope: poll the port, bounded).
