@@ -3,6 +3,7 @@
 //! when a limit is hit.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -53,6 +54,19 @@ pub struct Config {
     /// Bearer TOKEN` or `?token=TOKEN`. Required with `--feed ingest`.
     #[arg(long, env = "TICKCAST_INGEST_TOKEN", hide_env_values = true)]
     pub ingest_token: Option<String>,
+
+    /// Secret that signs client tokens (HS256). With it, /ws admits only
+    /// clients with a valid token and shows each only the symbols its token
+    /// covers; without it (and without --auth-secret-file) the server is
+    /// open to anyone who can reach it. `tickcast token` issues tokens.
+    #[arg(long, env = "TICKCAST_AUTH_SECRET", hide_env_values = true,
+          conflicts_with = "auth_secret_file", value_parser = parse_secret)]
+    pub auth_secret: Option<String>,
+
+    /// File holding the token secret (trailing newline ignored): the same
+    /// as --auth-secret, without putting the secret on the command line.
+    #[arg(long, env = "TICKCAST_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
 
     /// Seed of the simulator: the same seed gives the same tick stream.
     #[arg(long, env = "TICKCAST_SEED", default_value_t = 1)]
@@ -115,6 +129,17 @@ impl Config {
     }
 }
 
+/// A token secret given on the command line: anything but empty.
+pub fn parse_secret(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "the secret is empty: give a long random string (e.g. from `openssl rand -hex 32`)"
+                .into(),
+        );
+    }
+    Ok(s.to_owned())
+}
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     let rate: f64 = s
         .parse()
@@ -146,6 +171,22 @@ mod tests {
         assert_eq!(config.symbols, 100);
         assert_eq!(config.rate, 1000.0);
         assert_eq!(config.max_message_bytes, 65_536);
+    }
+
+    #[test]
+    fn auth_secret_and_its_file_are_exclusive_and_the_secret_not_empty() {
+        let config = Config::try_parse_from(["tickcast", "--auth-secret", "s"]).unwrap();
+        assert_eq!(config.auth_secret.as_deref(), Some("s"));
+        let err =
+            Config::try_parse_from(["tickcast", "--auth-secret", "s", "--auth-secret-file", "f"])
+                .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::ArgumentConflict,
+            "{err}"
+        );
+        let err = Config::try_parse_from(["tickcast", "--auth-secret", ""]).unwrap_err();
+        assert!(err.to_string().contains("secret is empty"), "{err}");
     }
 
     #[test]

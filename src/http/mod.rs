@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::fanout::{ConnId, FanoutHandle};
 use crate::feed::ingest::IngestPort;
 use crate::session::SessionContext;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub fanout: FanoutHandle,
     /// Where publishers plug in, with `--feed ingest`.
     pub ingest: Option<Arc<IngestPort>>,
+    /// Checks client tokens, with `--auth-secret`; `None` admits anyone.
+    pub auth: Option<Authenticator>,
     /// Source of connection ids.
     pub next_conn: AtomicU64,
     /// Fires on shutdown.

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     BinaryNotSupported,
     /// A publisher's tick was refused (`/ingest` only).
     BadTick,
+    /// The client's token does not cover a symbol it asked for.
+    NotEntitled,
 }
 
 impl ErrorCode {
@@ -37,6 +39,7 @@ impl ErrorCode {
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::BadTick => "bad_tick",
+            ErrorCode::NotEntitled => "not_entitled",
         }
     }
 }

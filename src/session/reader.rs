@@ -20,6 +20,7 @@ use tokio::io::AsyncRead;
 
 use super::guard::Violation;
 use super::outbox::Outbox;
+use crate::auth::Grant;
 use crate::fanout::{Command, ConnId, FanoutHandle};
 use crate::protocol::frame::{close_frame, close_frame_echo, pong_frame};
 use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, ServerMsg, ALL_SYMBOLS};
@@ -151,6 +152,8 @@ pub struct Reader {
     symbols: Arc<SymbolTable>,
     max_subscriptions: usize,
     subscriptions: Subscriptions,
+    /// What the client's token allows it to see.
+    grant: Grant,
 }
 
 impl Reader {
@@ -169,7 +172,44 @@ impl Reader {
             symbols,
             max_subscriptions,
             subscriptions: Subscriptions::default(),
+            grant: Grant::unrestricted(),
         }
+    }
+
+    /// Limits the client to what its token grants (every symbol without).
+    pub fn with_grant(mut self, grant: Grant) -> Self {
+        self.grant = grant;
+        self
+    }
+
+    /// Keeps the ids the grant covers, replying `not_entitled` for the
+    /// others.
+    fn entitled(&self, ids: Vec<SymbolId>) -> Vec<SymbolId> {
+        if self.grant.all {
+            return ids;
+        }
+        let (allowed, denied): (Vec<_>, Vec<_>) = ids
+            .into_iter()
+            .partition(|&id| self.grant.allows(self.symbols.name(id)));
+        if !denied.is_empty() {
+            let names: Vec<String> = denied
+                .iter()
+                .take(10)
+                .map(|&id| format!("{:?}", self.symbols.name(id)))
+                .collect();
+            self.outbox.push_reply(
+                ProtocolError::new(
+                    ErrorCode::NotEntitled,
+                    format!(
+                        "your token does not cover {}; it covers {}. Ask for a token that includes them",
+                        names.join(", "),
+                        self.grant.describe()
+                    ),
+                )
+                .to_frame(),
+            );
+        }
+        allowed
     }
 
     async fn handle_text_inner(&mut self, payload: &mut [u8]) {
@@ -218,6 +258,7 @@ impl Reader {
 
     async fn subscribe(&mut self, names: &[String]) {
         let (star, ids) = self.resolve(names);
+        let ids = self.entitled(ids);
         if !star && ids.is_empty() {
             return;
         }
@@ -225,8 +266,11 @@ impl Reader {
         let added: Vec<SymbolId> = if subs.all {
             Vec::new()
         } else if star {
+            // With a token that covers only some symbols, `*` means each
+            // of those.
             self.symbols
                 .ids()
+                .filter(|&id| self.grant.allows(self.symbols.name(id)))
                 .filter(|id| !subs.symbols.contains(id))
                 .collect()
         } else {
@@ -249,7 +293,7 @@ impl Reader {
             );
             return;
         }
-        if star {
+        if star && self.grant.all {
             subs.all = true;
             subs.symbols.clear();
         } else {
