@@ -217,6 +217,17 @@ pub enum SecretFileError {
     },
 }
 
+/// A token secret given on the command line: anything but empty.
+pub fn parse_secret(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "the secret is empty: give a long random string (e.g. from `openssl rand -hex 32`)"
+                .into(),
+        );
+    }
+    Ok(s.to_owned())
+}
+
 /// Reads a secret from `path`, without its trailing newline.
 pub fn read_secret_file(path: &Path) -> Result<String, SecretFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| SecretFileError::Unreadable {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{mint, read_secret_file, SecretFileError};
-use crate::config::{parse_secret, Config};
+use crate::auth::{mint, parse_secret, read_secret_file, SecretFileError};
+use crate::config::Config;
 
 /// tickcast: a market-data ticker fan-out server.
 ///
@@ -111,6 +111,22 @@ mod tests {
         assert!(cli.tool.is_none());
         assert_eq!(cli.server.symbols, 7);
         assert_eq!(cli.server.auth_secret.as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn auth_secret_and_its_file_are_exclusive_and_the_secret_not_empty() {
+        let cli = Cli::try_parse_from(["tickcast", "--auth-secret", "s"]).unwrap();
+        assert_eq!(cli.server.auth_secret.as_deref(), Some("s"));
+        let err =
+            Cli::try_parse_from(["tickcast", "--auth-secret", "s", "--auth-secret-file", "f"])
+                .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::ArgumentConflict,
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["tickcast", "--auth-secret", ""]).unwrap_err();
+        assert!(err.to_string().contains("secret is empty"), "{err}");
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub struct Config {
     /// covers; without it (and without --auth-secret-file) the server is
     /// open to anyone who can reach it. `tickcast token` issues tokens.
     #[arg(long, env = "TICKCAST_AUTH_SECRET", hide_env_values = true,
-          conflicts_with = "auth_secret_file", value_parser = parse_secret)]
+          conflicts_with = "auth_secret_file", value_parser = crate::auth::parse_secret)]
     pub auth_secret: Option<String>,
 
     /// File holding the token secret (trailing newline ignored): the same
@@ -129,17 +129,6 @@ impl Config {
     }
 }
 
-/// A token secret given on the command line: anything but empty.
-pub fn parse_secret(s: &str) -> Result<String, String> {
-    if s.trim().is_empty() {
-        return Err(
-            "the secret is empty: give a long random string (e.g. from `openssl rand -hex 32`)"
-                .into(),
-        );
-    }
-    Ok(s.to_owned())
-}
-
 fn parse_rate(s: &str) -> Result<f64, String> {
     let rate: f64 = s
         .parse()
@@ -171,22 +160,6 @@ mod tests {
         assert_eq!(config.symbols, 100);
         assert_eq!(config.rate, 1000.0);
         assert_eq!(config.max_message_bytes, 65_536);
-    }
-
-    #[test]
-    fn auth_secret_and_its_file_are_exclusive_and_the_secret_not_empty() {
-        let config = Config::try_parse_from(["tickcast", "--auth-secret", "s"]).unwrap();
-        assert_eq!(config.auth_secret.as_deref(), Some("s"));
-        let err =
-            Config::try_parse_from(["tickcast", "--auth-secret", "s", "--auth-secret-file", "f"])
-                .unwrap_err();
-        assert_eq!(
-            err.kind(),
-            clap::error::ErrorKind::ArgumentConflict,
-            "{err}"
-        );
-        let err = Config::try_parse_from(["tickcast", "--auth-secret", ""]).unwrap_err();
-        assert!(err.to_string().contains("secret is empty"), "{err}");
     }
 
     #[test]
