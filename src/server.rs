@@ -38,9 +38,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Starts stages 3 to 5 over the ring `cursor`: the fan-out task (woken
 /// by `wake`, stopped by `shutdown`) and the state the HTTP edge serves
 /// sessions from. Clients need a token when `config.auth_secret` is set
-/// ([`Server::bind`] has read `--auth-secret-file` into it). Must run inside a tokio runtime. [`Server::run`] calls
-/// it after starting the feed; the end-to-end bench calls it with a ring it
-/// feeds itself.
+/// ([`Server::bind`] has read `--auth-secret-file` into it). Must run
+/// inside a tokio runtime. [`Server::run`] calls it after starting the
+/// feed; the end-to-end bench calls it with a ring it feeds itself.
 pub fn start_stages(
     config: &Config,
     symbols: Arc<SymbolTable>,
