@@ -3,6 +3,7 @@
 //! when a limit is hit.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -53,6 +54,19 @@ pub struct Config {
     /// Bearer TOKEN` or `?token=TOKEN`. Required with `--feed ingest`.
     #[arg(long, env = "TICKCAST_INGEST_TOKEN", hide_env_values = true)]
     pub ingest_token: Option<String>,
+
+    /// Secret that signs client tokens (HS256). With it, /ws admits only
+    /// clients with a valid token and shows each only the symbols its token
+    /// covers; without it (and without --auth-secret-file) the server is
+    /// open to anyone who can reach it. `tickcast token` issues tokens.
+    #[arg(long, env = "TICKCAST_AUTH_SECRET", hide_env_values = true,
+          conflicts_with = "auth_secret_file", value_parser = crate::auth::parse_secret)]
+    pub auth_secret: Option<String>,
+
+    /// File holding the token secret (trailing newline ignored): the same
+    /// as --auth-secret, without putting the secret on the command line.
+    #[arg(long, env = "TICKCAST_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
 
     /// Seed of the simulator: the same seed gives the same tick stream.
     #[arg(long, env = "TICKCAST_SEED", default_value_t = 1)]

@@ -24,6 +24,9 @@ pub enum Error {
     /// `--feed ingest` without a token (or with an empty one).
     #[error("--feed ingest needs a non-empty --ingest-token TOKEN (or TICKCAST_INGEST_TOKEN), so that only your publisher can write ticks")]
     MissingIngestToken,
+    /// `--auth-secret-file` names a file that cannot serve as the secret.
+    #[error(transparent)]
+    AuthSecret(#[from] crate::auth::SecretFileError),
     /// The feed thread could not start.
     #[error("cannot start the feed thread: {0}; the system may be out of threads or memory")]
     FeedThread(io::Error),

@@ -25,6 +25,8 @@
 //! - [`protocol`]: stage 5, the JSON wire contract and its error codes.
 //! - [`http`]: the edge, hyper routes and the upgrade.
 //! - [`server`]: wires the stages in order and owns shutdown.
+//! - [`auth`]: entitlement tokens, who may connect and see which symbols.
+//! - [`cli`]: the command line, the server's flags or `tickcast token`.
 //! - [`config`], [`error`], [`stats`]: flags, start-up errors, counters.
 
 #![forbid(unsafe_code)]
@@ -40,6 +42,8 @@ pub mod ring;
 pub mod server;
 pub mod session;
 
+pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -1,19 +1,33 @@
 //! The `tickcast` binary: parse flags, set up logging, bind, serve until
-//! Ctrl-C or SIGTERM.
+//! Ctrl-C or SIGTERM; or run a tool such as `tickcast token`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use tickcast::{Config, Server};
+use tickcast::cli::{Cli, Tool};
+use tickcast::Server;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Tool::Token(args)) = &cli.tool {
+        return match args.mint() {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let config = Config::parse();
+    let config = cli.server;
     let served = match Server::bind(config).await {
         Ok(server) => server.run(shutdown_signal()).await,
         Err(err) => Err(err),

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{read_secret_file, Authenticator};
 use crate::config::{Config, FeedSource};
 use crate::error::Error;
 use crate::fanout::Fanout;
@@ -37,9 +38,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Starts stages 3 to 5 over the ring `cursor`: the fan-out task (woken
 /// by `wake`, stopped by `shutdown`) and the state the HTTP edge serves
-/// sessions from. Must run inside a tokio runtime. [`Server::run`] calls
-/// it after starting the feed; the end-to-end bench calls it with a ring it
-/// feeds itself.
+/// sessions from. Clients need a token when `config.auth_secret` is set
+/// ([`Server::bind`] has read `--auth-secret-file` into it). Must run
+/// inside a tokio runtime. [`Server::run`] calls it after starting the
+/// feed; the end-to-end bench calls it with a ring it feeds itself.
 pub fn start_stages(
     config: &Config,
     symbols: Arc<SymbolTable>,
@@ -71,6 +73,10 @@ pub fn start_stages(
         metrics: Metrics::new(stats.clone()),
         echo_route: config.echo_route.clone(),
         ingest,
+        auth: config
+            .auth_secret
+            .as_deref()
+            .map(|secret| Authenticator::new(secret.as_bytes())),
         next_conn: AtomicU64::new(1),
         shutdown,
         tasks: TaskTracker::new(),
@@ -87,8 +93,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen`.
-    pub async fn bind(config: Config) -> Result<Server, Error> {
+    /// Reads the token secret file, if one is given, and binds
+    /// `config.listen`.
+    pub async fn bind(mut config: Config) -> Result<Server, Error> {
+        if let Some(path) = config.auth_secret_file.take() {
+            config.auth_secret = Some(read_secret_file(&path)?);
+        }
         let addr = config.listen;
         let listener = TcpListener::bind(addr).await.map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
@@ -172,6 +182,13 @@ impl Server {
                 symbols = config.symbols,
                 "tickcast is serving ws://{addr}/ws; publishers connect to ws://{addr}/ingest"
             ),
+        }
+        if config.auth_secret.is_some() {
+            tracing::info!("clients need a token signed with the auth secret");
+        } else {
+            tracing::warn!(
+                "no --auth-secret: any client that can reach ws://{addr}/ws sees every symbol"
+            );
         }
         let edge = tokio::spawn(http::serve(listener, state.clone()));
 

@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::fanout::{ConnId, FanoutHandle};
 use crate::feed::ingest::IngestPort;
 use crate::metrics::Metrics;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub echo_route: Option<String>,
     /// Where publishers plug in, with `--feed ingest`.
     pub ingest: Option<Arc<IngestPort>>,
+    /// Checks client tokens, with `--auth-secret`; `None` admits anyone.
+    pub auth: Option<Authenticator>,
     /// Source of connection ids.
     pub next_conn: AtomicU64,
     /// Fires on shutdown.

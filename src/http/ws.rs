@@ -1,4 +1,5 @@
-//! `GET /ws`: the WebSocket upgrade, then hand-over to a `session`.
+//! `GET /ws`: the token check (with `--auth-secret`), the WebSocket
+//! upgrade, then hand-over to a `session`.
 //!
 //! fastwebsockets performs the handshake. Once hyper has switched
 //! protocols, the session takes the raw `TcpStream` back out of hyper
@@ -17,16 +18,28 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::{text, AppState, Body};
+use crate::auth::Grant;
 use crate::feed::ingest::Refused;
 use crate::session;
 
 /// `GET /ws`: answers an upgrade request with 101 and starts a client
-/// session, or explains why not.
+/// session, or explains why not. With `--auth-secret` the client's token
+/// is checked first: without a valid one the answer is 401.
 pub fn upgrade(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+    let grant = match &state.auth {
+        None => Grant::unrestricted(),
+        Some(auth) => match auth.verify(presented_token(&req).as_deref()) {
+            Ok(grant) => grant,
+            Err(err) => {
+                tracing::debug!(%err, "refused a client's token");
+                return unauthorized(format!("{err}\n"));
+            }
+        },
+    };
     let conn = state.conn_id();
     let ctx = state.session.clone();
     accept(req, state, move |socket, early| {
-        session::run(conn, socket, early, ctx)
+        session::run(conn, socket, early, ctx, grant)
     })
 }
 
@@ -38,6 +51,16 @@ pub fn echo(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
     accept(req, state, move |socket, early| {
         session::echo::run(conn, socket, early, ctx)
     })
+}
+
+/// A `401` with `body` and the `WWW-Authenticate: Bearer` challenge.
+fn unauthorized(body: String) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(hyper::header::WWW_AUTHENTICATE, "Bearer")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
 }
 
 /// `GET /ingest`: admits a publisher (401 without the right token; a

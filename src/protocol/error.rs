@@ -24,11 +24,13 @@ pub enum ErrorCode {
     BinaryNotSupported,
     /// A publisher's tick was refused (`/ingest` only).
     BadTick,
+    /// The client's token does not cover a symbol it asked for.
+    NotEntitled,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (`code as usize` indexes it).
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
@@ -36,6 +38,7 @@ impl ErrorCode {
         ErrorCode::TooManySymbols,
         ErrorCode::BinaryNotSupported,
         ErrorCode::BadTick,
+        ErrorCode::NotEntitled,
     ];
 
     /// The wire form, e.g. `bad_json`.
@@ -48,6 +51,7 @@ impl ErrorCode {
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::BadTick => "bad_tick",
+            ErrorCode::NotEntitled => "not_entitled",
         }
     }
 }
@@ -74,6 +78,18 @@ impl ProtocolError {
         ProtocolError {
             code,
             message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_code_at_its_own_index() {
+        for (index, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(code as usize, index, "{code}");
         }
     }
 }

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::io::Cursor;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fastwebsockets::{after_handshake_split, FragmentCollectorRead, Role};
@@ -28,6 +29,7 @@ use tokio::io::{AsyncReadExt, Chain};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::auth::Grant;
 use crate::fanout::{Command, ConnId, FanoutHandle};
 use crate::protocol::frame::close_frame;
 use crate::stats::Stats;
@@ -110,8 +112,16 @@ pub async fn drive(
     exit
 }
 
-/// Serves one upgraded client connection until it closes.
-pub async fn run(conn: ConnId, socket: TcpStream, early: Bytes, ctx: Arc<SessionContext>) {
+/// Serves one upgraded client connection until it closes. `grant` is what
+/// the client's token allows; when it expires the connection is closed
+/// with 4001 `token expired`.
+pub async fn run(
+    conn: ConnId,
+    socket: TcpStream,
+    early: Bytes,
+    ctx: Arc<SessionContext>,
+    grant: Grant,
+) {
     let (ws_read, write_half) = split(socket, early, ctx.guard_limits);
     let outbox = Arc::new(Outbox::new(ctx.outbox_limits).with_stats(ctx.stats.clone()));
     if !ctx
@@ -127,19 +137,42 @@ pub async fn run(conn: ConnId, socket: TcpStream, early: Bytes, ctx: Arc<Session
     ctx.stats.sessions_open.fetch_add(1, Ordering::Relaxed);
     Stats::add(&ctx.stats.sessions_total, 1);
 
+    let expiry = grant
+        .expires_at
+        .map(|at| tokio::spawn(close_at_expiry(at, outbox.clone())));
     let mut reader = Reader::new(
         conn,
         outbox.clone(),
         ctx.fanout.clone(),
         ctx.symbols.clone(),
         ctx.max_subscriptions,
-    );
+    )
+    .with_grant(grant);
     let reader_outbox = outbox.clone();
     let exit = drive(&outbox, write_half, async move {
         read_messages(ws_read, &reader_outbox, &mut reader).await;
     })
     .await;
+    if let Some(expiry) = expiry {
+        expiry.abort();
+    }
     tracing::debug!(conn, ?exit, "session ended");
     ctx.fanout.send(Command::Detach { conn }).await;
     ctx.stats.sessions_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Closes the connection with 4001 `token expired` once `expires_at` has
+/// passed. Runs beside the session, which aborts it when it ends, so a
+/// token's lifetime costs one timer per connection and nothing per tick.
+async fn close_at_expiry(expires_at: SystemTime, outbox: Arc<Outbox>) {
+    // Sleep in bounded steps against the wall clock `exp` is written in:
+    // a far-off expiry stays representable and a clock step is noticed.
+    const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+    while let Ok(left) = expires_at.duration_since(SystemTime::now()) {
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(left.min(LONGEST_SLEEP)).await;
+    }
+    outbox.close(close_frame(4001, "token expired"));
 }

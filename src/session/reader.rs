@@ -20,6 +20,7 @@ use tokio::io::AsyncRead;
 
 use super::guard::Violation;
 use super::outbox::Outbox;
+use crate::auth::Grant;
 use crate::fanout::throttle::interval_for;
 use crate::fanout::{Command, ConnId, FanoutHandle};
 use crate::protocol::frame::{close_frame, close_frame_echo, pong_frame};
@@ -160,6 +161,8 @@ pub struct Reader {
     symbols: Arc<SymbolTable>,
     max_subscriptions: usize,
     subscriptions: Subscriptions,
+    /// What the client's token allows it to see.
+    grant: Grant,
 }
 
 impl Reader {
@@ -178,7 +181,41 @@ impl Reader {
             symbols,
             max_subscriptions,
             subscriptions: Subscriptions::default(),
+            grant: Grant::unrestricted(),
         }
+    }
+
+    /// Limits the client to what its token grants (every symbol without).
+    pub fn with_grant(mut self, grant: Grant) -> Self {
+        self.grant = grant;
+        self
+    }
+
+    /// Keeps the ids the grant covers, replying `not_entitled` for the
+    /// others.
+    fn entitled(&self, ids: Vec<SymbolId>) -> Vec<SymbolId> {
+        if self.grant.all {
+            return ids;
+        }
+        let (allowed, denied): (Vec<_>, Vec<_>) = ids
+            .into_iter()
+            .partition(|&id| self.grant.allows(self.symbols.name(id)));
+        if !denied.is_empty() {
+            let names: Vec<String> = denied
+                .iter()
+                .take(10)
+                .map(|&id| format!("{:?}", self.symbols.name(id)))
+                .collect();
+            self.outbox.push_error(&ProtocolError::new(
+                ErrorCode::NotEntitled,
+                format!(
+                    "your token does not cover {}; it covers {}. Ask for a token that includes them",
+                    names.join(", "),
+                    self.grant.describe()
+                ),
+            ));
+        }
+        allowed
     }
 
     async fn handle_text_inner(&mut self, payload: &mut [u8]) {
@@ -267,16 +304,23 @@ impl Reader {
         if let Some(batch) = options.batch {
             self.outbox.set_batch(batch);
         }
-        let (mut star, mut ids) = self.resolve(names);
+        let (mut star, ids) = self.resolve(names);
+        let mut ids = self.entitled(ids);
         if !star && ids.is_empty() {
             return;
         }
-        // A throttled `*` (or `*` next to throttled symbols) is every
-        // symbol by name: rates are kept per symbol.
-        let star_by_name = star && (interval.is_some() || self.subscriptions.throttled);
+        // `*` is every symbol by name where something is kept per symbol:
+        // its rate (a throttled `*`, or `*` beside throttled symbols), or
+        // the entitlement (a token that covers only some symbols).
+        let star_by_name =
+            star && (interval.is_some() || self.subscriptions.throttled || !self.grant.all);
         if star_by_name {
             star = false;
-            ids = self.symbols.ids().collect();
+            ids = self
+                .symbols
+                .ids()
+                .filter(|&id| self.grant.allows(self.symbols.name(id)))
+                .collect();
         }
         let subs = &mut self.subscriptions;
         let added: Vec<SymbolId> = if subs.all {
@@ -293,7 +337,8 @@ impl Reader {
         };
         if !star && !subs.all && subs.symbols.len() + added.len() > self.max_subscriptions {
             let advice = if star_by_name {
-                "with max_hz, \"*\" subscribes every symbol by name; name fewer symbols"
+                "here \"*\" subscribes each symbol by name (with max_hz, or a token that \
+                 covers only some symbols); name fewer symbols"
             } else {
                 "unsubscribe some, subscribe to \"*\", or open another connection"
             };
