@@ -163,10 +163,14 @@ async fn dashboard_shows_live_prices_filters_and_recovers_from_a_restart() {
         Value::from(symbols),
         "no row duplicated by the resume"
     );
+    // The new server's seqs start over, so the page's `from` is out of its
+    // reach: it must get reset snapshots and say so.
     browser
         .wait_for(
-            "the resume notice",
-            "!document.querySelector('#notice').hidden && document.querySelector('#notice').textContent",
+            "the reset notice",
+            "!document.querySelector('#notice').hidden \
+             && /reset/i.test(document.querySelector('#notice').textContent) \
+             && window.tickcast.resets > 0",
         )
         .await;
 
