@@ -110,6 +110,43 @@ pub struct Config {
     #[arg(long, env = "TICKCAST_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: u64,
 
+    /// Most WebSocket connections open at once; an upgrade past it is
+    /// answered 503.
+    #[arg(long, env = "TICKCAST_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Most WebSocket connections open at once from one IP address; past it
+    /// an upgrade is answered 429. 0: no per-address limit (the default,
+    /// since behind a proxy or load balancer every client has its address).
+    #[arg(long, env = "TICKCAST_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// Seconds a new TCP connection (or an idle HTTP one) has to send a
+    /// complete request head; slower ones are dropped.
+    #[arg(long, env = "TICKCAST_HANDSHAKE_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub handshake_timeout: Duration,
+
+    /// Seconds between the server's pings on an open WebSocket; a
+    /// connection that sends nothing at all (not even a pong) for a whole
+    /// interval after a ping is closed with 1008. 0 turns pings off.
+    #[arg(long, env = "TICKCAST_PING_INTERVAL", default_value = "30", value_parser = parse_seconds)]
+    pub ping_interval: Duration,
+
+    /// Client requests (subscribe, unsubscribe, ping) per second per
+    /// connection, with bursts of as many. Past it a request gets a
+    /// `rate_limited` error; a client still sending after another second's
+    /// worth of refusals is closed with 1008.
+    #[arg(long, env = "TICKCAST_MAX_MESSAGES_PER_SECOND", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_messages_per_second: u32,
+
+    /// Browser origins allowed to open /ws (comma-separated, e.g.
+    /// `https://app.example.com,http://localhost:3000`); an upgrade with
+    /// another `Origin` header is answered 403. Clients that send no Origin
+    /// (non-browsers) are always allowed. Empty: any origin.
+    #[arg(long, env = "TICKCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// Serve a WebSocket echo endpoint at this path (e.g. `/echo`) for
     /// conformance suites such as Autobahn: same WebSocket layer as /ws,
     /// messages up to 16 MiB. Off by default.
@@ -125,6 +162,11 @@ impl Config {
             slow_consumer_timeout: self.slow_consumer_timeout,
             write_timeout: self.write_timeout,
         }
+    }
+
+    /// How often the server pings an open WebSocket, if at all.
+    pub fn pings(&self) -> Option<Duration> {
+        Some(self.ping_interval).filter(|interval| !interval.is_zero())
     }
 
     /// The per-connection input limits these flags set.

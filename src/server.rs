@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::fanout::Fanout;
 use crate::feed::ingest::IngestPort;
 use crate::feed::{self, sim::Simulator, symbols::universe};
+use crate::http::limits::ConnectionLimits;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::ring::{self, Cursor};
@@ -67,11 +68,16 @@ pub fn start_stages(
             outbox_limits: config.outbox_limits(),
             guard_limits: config.guard_limits(),
             max_subscriptions: config.max_subscriptions,
+            max_messages_per_second: config.max_messages_per_second,
+            ping_interval: config.pings(),
             stats: stats.clone(),
         }),
         fanout: handle,
         metrics: Metrics::new(stats.clone()),
         echo_route: config.echo_route.clone(),
+        limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+        allowed_origins: config.allowed_origins.clone(),
+        handshake_timeout: config.handshake_timeout,
         ingest,
         auth: config
             .auth_secret
@@ -162,7 +168,8 @@ impl Server {
                     stats.clone(),
                     config.guard_limits(),
                     config.outbox_limits(),
-                );
+                )
+                .with_ping_interval(config.pings());
                 (None, Some(Arc::new(port)))
             }
         };

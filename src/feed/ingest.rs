@@ -68,6 +68,8 @@ pub struct IngestPort {
     pub guard_limits: GuardLimits,
     /// Limits for replies to the publisher.
     pub outbox_limits: OutboxLimits,
+    /// How often a quiet publisher is pinged (and dropped if silent).
+    pub ping_interval: Option<Duration>,
 }
 
 /// Why a publisher may not connect.
@@ -103,7 +105,15 @@ impl IngestPort {
             stats,
             guard_limits,
             outbox_limits,
+            ping_interval: None,
         }
+    }
+
+    /// Pings a quiet publisher every `interval` and drops one that stays
+    /// silent for a whole interval (`None`: never).
+    pub fn with_ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.ping_interval = interval;
+        self
     }
 
     /// Checks `token` and takes the producer for one publisher, closing a
@@ -205,7 +215,8 @@ impl Publisher {
         let reader_outbox = outbox.clone();
         tracing::info!("a publisher connected to /ingest");
         crate::session::drive(&outbox, write_half, async move {
-            read_messages(ws_read, &reader_outbox, &mut self).await;
+            let ping_interval = self.port.ping_interval;
+            read_messages(ws_read, &reader_outbox, &mut self, ping_interval).await;
         })
         .await;
         tracing::info!("the publisher left /ingest");

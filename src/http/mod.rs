@@ -11,10 +11,12 @@
 //! * anything else → 404 with a list of the routes.
 
 pub mod dashboard;
+pub mod limits;
 pub mod status;
 pub mod ws;
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +27,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,6 +37,7 @@ use crate::fanout::{ConnId, FanoutHandle};
 use crate::feed::ingest::IngestPort;
 use crate::metrics::Metrics;
 use crate::session::SessionContext;
+use limits::ConnectionLimits;
 
 /// Response body type of every route.
 pub type Body = Full<Bytes>;
@@ -54,6 +57,12 @@ pub struct AppState {
     pub ingest: Option<Arc<IngestPort>>,
     /// Checks client tokens, with `--auth-secret`; `None` admits anyone.
     pub auth: Option<Authenticator>,
+    /// How many WebSocket connections may be open.
+    pub limits: Arc<ConnectionLimits>,
+    /// Browser origins allowed on /ws; empty: any.
+    pub allowed_origins: Vec<String>,
+    /// How long a connection may take to send a request head.
+    pub handshake_timeout: Duration,
     /// Source of connection ids.
     pub next_conn: AtomicU64,
     /// Fires on shutdown.
@@ -92,8 +101,12 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
         let state = state.clone();
         let tasks = state.tasks.clone();
         tasks.spawn(async move {
-            let service = service_fn(|req| route(req, state.clone()));
+            let service = service_fn(|req| route(req, peer.ip(), state.clone()));
+            // The header timeout also drops a connection that sends nothing
+            // (or trickles a request head in: slowloris).
             let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(state.handshake_timeout)
                 .serve_connection(TokioIo::new(socket), service)
                 .with_upgrades();
             tokio::pin!(conn);
@@ -112,15 +125,21 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
     }
 }
 
-async fn route(req: Request<Incoming>, state: Arc<AppState>) -> Result<Response<Body>, Infallible> {
+async fn route(
+    req: Request<Incoming>,
+    peer: IpAddr,
+    state: Arc<AppState>,
+) -> Result<Response<Body>, Infallible> {
     let page = dashboard::asset(req.uri().path());
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET, _) if page.is_some() => {
             let (body, content_type) = page.expect("matched by the guard");
             dashboard::serve(body, content_type)
         }
-        (&Method::GET, "/ws") => ws::upgrade(req, &state),
-        (&Method::GET, path) if state.echo_route.as_deref() == Some(path) => ws::echo(req, &state),
+        (&Method::GET, "/ws") => ws::upgrade(req, peer, &state),
+        (&Method::GET, path) if state.echo_route.as_deref() == Some(path) => {
+            ws::echo(req, peer, &state)
+        }
         (&Method::GET, "/ingest") => ws::ingest(req, &state).await,
         (&Method::GET, "/healthz") => status::healthz(),
         (&Method::GET, "/symbols") => status::symbols(&state).await,

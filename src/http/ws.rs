@@ -8,6 +8,7 @@
 //! to the socket itself.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::limits::LimitReached;
 use super::{text, AppState, Body};
 use crate::auth::Grant;
 use crate::feed::ingest::Refused;
@@ -25,7 +27,10 @@ use crate::session;
 /// `GET /ws`: answers an upgrade request with 101 and starts a client
 /// session, or explains why not. With `--auth-secret` the client's token
 /// is checked first: without a valid one the answer is 401.
-pub fn upgrade(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+pub fn upgrade(req: Request<Incoming>, peer: IpAddr, state: &Arc<AppState>) -> Response<Body> {
+    if let Some(refused) = check_origin(&req, &state.allowed_origins) {
+        return refused;
+    }
     let grant = match &state.auth {
         None => Grant::unrestricted(),
         Some(auth) => match auth.verify(presented_token(&req).as_deref()) {
@@ -36,20 +41,68 @@ pub fn upgrade(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> 
             }
         },
     };
+    let slot = match state.limits.acquire(peer) {
+        Ok(slot) => slot,
+        Err(full) => return limited(full),
+    };
     let conn = state.conn_id();
     let ctx = state.session.clone();
-    accept(req, state, move |socket, early| {
-        session::run(conn, socket, early, ctx, grant)
+    accept(req, state, move |socket, early| async move {
+        session::run(conn, socket, early, ctx, grant).await;
+        drop(slot);
     })
+}
+
+/// 403 unless the request's `Origin` (if any) is allowed.
+fn check_origin(req: &Request<Incoming>, allowed: &[String]) -> Option<Response<Body>> {
+    if allowed.is_empty() {
+        return None;
+    }
+    let origin = req.headers().get(hyper::header::ORIGIN)?;
+    if allowed
+        .iter()
+        .any(|allowed| origin.as_bytes().eq_ignore_ascii_case(allowed.as_bytes()))
+    {
+        return None;
+    }
+    Some(text(
+        StatusCode::FORBIDDEN,
+        "this page's origin may not open WebSockets here; the server's --allowed-origins lists the ones that may\n",
+    ))
+}
+
+/// 503 or 429 for an upgrade past the connection limits.
+fn limited(full: LimitReached) -> Response<Body> {
+    let (status, body) = match full {
+        LimitReached::Server(max) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the server has its maximum of {max} connections open; try again later or another server\n"),
+        ),
+        LimitReached::Address(max) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("your address has its maximum of {max} connections open; close one first\n"),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(hyper::header::RETRY_AFTER, "5")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
 }
 
 /// `GET <--echo-route>`: the WebSocket echo endpoint for conformance
 /// suites.
-pub fn echo(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+pub fn echo(req: Request<Incoming>, peer: IpAddr, state: &Arc<AppState>) -> Response<Body> {
+    let slot = match state.limits.acquire(peer) {
+        Ok(slot) => slot,
+        Err(full) => return limited(full),
+    };
     let conn = state.conn_id();
     let ctx = state.session.clone();
-    accept(req, state, move |socket, early| {
-        session::echo::run(conn, socket, early, ctx)
+    accept(req, state, move |socket, early| async move {
+        session::echo::run(conn, socket, early, ctx).await;
+        drop(slot);
     })
 }
 

@@ -26,11 +26,13 @@ pub enum ErrorCode {
     BadTick,
     /// The client's token does not cover a symbol it asked for.
     NotEntitled,
+    /// The client sent more requests per second than the server allows.
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (`code as usize` indexes it).
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
@@ -39,6 +41,7 @@ impl ErrorCode {
         ErrorCode::BinaryNotSupported,
         ErrorCode::BadTick,
         ErrorCode::NotEntitled,
+        ErrorCode::RateLimited,
     ];
 
     /// The wire form, e.g. `bad_json`.
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::BadTick => "bad_tick",
             ErrorCode::NotEntitled => "not_entitled",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }

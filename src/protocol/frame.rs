@@ -90,6 +90,11 @@ pub fn close_frame_echo(payload: &[u8]) -> Bytes {
     buf.freeze()
 }
 
+/// A ping frame with an empty payload.
+pub fn ping_frame() -> Bytes {
+    Bytes::from_static(&[0x89, 0x00])
+}
+
 /// A pong frame echoing a ping's payload (at most 125 bytes, which the
 /// reader enforces).
 pub fn pong_frame(payload: &[u8]) -> Bytes {

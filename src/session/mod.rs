@@ -52,6 +52,10 @@ pub struct SessionContext {
     pub guard_limits: GuardLimits,
     /// Most symbols one connection may subscribe to by name.
     pub max_subscriptions: usize,
+    /// Requests per second one connection may send (and as many at once).
+    pub max_messages_per_second: u32,
+    /// How often a quiet client is pinged, and dropped if it stays silent.
+    pub ping_interval: Option<Duration>,
     /// Server-wide counters.
     pub stats: Arc<Stats>,
 }
@@ -147,10 +151,12 @@ pub async fn run(
         ctx.symbols.clone(),
         ctx.max_subscriptions,
     )
-    .with_grant(grant);
+    .with_grant(grant)
+    .with_rate_limit(ctx.max_messages_per_second);
     let reader_outbox = outbox.clone();
+    let ping_interval = ctx.ping_interval;
     let exit = drive(&outbox, write_half, async move {
-        read_messages(ws_read, &reader_outbox, &mut reader).await;
+        read_messages(ws_read, &reader_outbox, &mut reader, ping_interval).await;
     })
     .await;
     if let Some(expiry) = expiry {

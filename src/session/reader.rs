@@ -14,6 +14,9 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, WebSocketError};
 use tokio::io::AsyncRead;
@@ -23,7 +26,7 @@ use super::outbox::Outbox;
 use crate::auth::Grant;
 use crate::fanout::throttle::interval_for;
 use crate::fanout::{Command, ConnId, FanoutHandle};
-use crate::protocol::frame::{close_frame, close_frame_echo, pong_frame};
+use crate::protocol::frame::{close_frame, close_frame_echo, ping_frame, pong_frame};
 use crate::protocol::{
     truncate, ClientMsg, ErrorCode, ProtocolError, ServerMsg, SubscribeOptions, ALL_SYMBOLS,
 };
@@ -65,6 +68,7 @@ pub async fn read_messages<S, M>(
     mut ws: FragmentCollectorRead<S>,
     outbox: &Arc<Outbox>,
     messages: &mut M,
+    ping_interval: Option<Duration>,
 ) -> ReaderExit
 where
     S: AsyncRead + Unpin,
@@ -84,11 +88,30 @@ where
             Ok::<(), std::convert::Infallible>(())
         }
     };
+    let mut pinger = ping_interval.map(Pinger::new);
     loop {
         // Hold back while this peer has not read its earlier replies
         // (returns at once when a close is under way).
         outbox.replies_drained().await;
-        let frame = match ws.read_frame(&mut obligated).await {
+        // `read_frame` is not cancellation-safe: the ping timer runs beside
+        // it, never in its place.
+        let read = ws.read_frame(&mut obligated);
+        tokio::pin!(read);
+        let read = loop {
+            let Some(pinger) = pinger.as_mut() else {
+                break read.await;
+            };
+            tokio::select! {
+                read = &mut read => break read,
+                () = pinger.due() => if !pinger.fire(outbox) {
+                    return ReaderExit::Violation(1008);
+                },
+            }
+        };
+        if let Some(pinger) = pinger.as_mut() {
+            pinger.heard();
+        }
+        let frame = match read {
             Ok(frame) => frame,
             Err(err) => return fault(err, outbox),
         };
@@ -110,6 +133,50 @@ where
             // Pings were answered through `obligated`; pongs need nothing.
             _ => {}
         }
+    }
+}
+
+/// Pings a quiet peer and closes one that stays silent.
+#[derive(Debug)]
+struct Pinger {
+    interval: Duration,
+    next: Instant,
+    /// Something arrived since the last ping.
+    heard: bool,
+}
+
+impl Pinger {
+    fn new(interval: Duration) -> Self {
+        Pinger {
+            interval,
+            next: Instant::now() + interval,
+            heard: true,
+        }
+    }
+
+    async fn due(&self) {
+        tokio::time::sleep_until(self.next).await;
+    }
+
+    fn heard(&mut self) {
+        self.heard = true;
+    }
+
+    /// At a ping time: pings, or closes the connection with 1008 if nothing
+    /// arrived since the last ping. Returns false once it has closed.
+    fn fire(&mut self, outbox: &Outbox) -> bool {
+        self.next = Instant::now() + self.interval;
+        if outbox.is_closing() {
+            return true;
+        }
+        if !self.heard {
+            let reason = format!("no pong within {} s", self.interval.as_secs_f64());
+            outbox.close(close_frame(1008, &reason));
+            return false;
+        }
+        self.heard = false;
+        outbox.push_reply(ping_frame());
+        true
     }
 }
 
@@ -163,6 +230,59 @@ pub struct Reader {
     subscriptions: Subscriptions,
     /// What the client's token allows it to see.
     grant: Grant,
+    /// How many requests it may send.
+    rate: Option<RateLimit>,
+}
+
+/// A token bucket of requests per second, and how many were refused in a
+/// row.
+#[derive(Debug)]
+struct RateLimit {
+    per_second: f64,
+    tokens: f64,
+    refilled_at: Instant,
+    refused_in_a_row: u32,
+}
+
+/// What to do with a request.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Yes,
+    /// Refuse it with `rate_limited`.
+    No,
+    /// Close the connection: it kept sending after a second's worth of
+    /// refusals.
+    Close,
+}
+
+impl RateLimit {
+    fn new(per_second: u32, now: Instant) -> Self {
+        RateLimit {
+            per_second: f64::from(per_second),
+            tokens: f64::from(per_second),
+            refilled_at: now,
+            refused_in_a_row: 0,
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> Admit {
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        self.refilled_at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused_in_a_row = 0;
+            return Admit::Yes;
+        }
+        self.refused_in_a_row += 1;
+        if f64::from(self.refused_in_a_row) > self.per_second {
+            Admit::Close
+        } else {
+            Admit::No
+        }
+    }
 }
 
 impl Reader {
@@ -182,7 +302,15 @@ impl Reader {
             max_subscriptions,
             subscriptions: Subscriptions::default(),
             grant: Grant::unrestricted(),
+            rate: None,
         }
+    }
+
+    /// Limits the client to `per_second` requests a second, in bursts of
+    /// as many.
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        self.rate = Some(RateLimit::new(per_second, Instant::now()));
+        self
     }
 
     /// Limits the client to what its token grants (every symbol without).
@@ -219,6 +347,26 @@ impl Reader {
     }
 
     async fn handle_text_inner(&mut self, payload: &mut [u8]) {
+        if let Some(rate) = &mut self.rate {
+            match rate.admit(Instant::now()) {
+                Admit::Yes => {}
+                Admit::No => {
+                    let limit = rate.per_second;
+                    return self.outbox.push_error(&ProtocolError::new(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "more than {limit} requests a second; this one was dropped. \
+                             Slow down, or the connection is closed"
+                        ),
+                    ));
+                }
+                Admit::Close => {
+                    self.outbox
+                        .close(close_frame(1008, "too many requests: rate limit exceeded"));
+                    return;
+                }
+            }
+        }
         match ClientMsg::parse(payload) {
             Err(err) => self.outbox.push_error(&err),
             Ok(ClientMsg::Ping { id }) => self
