@@ -15,6 +15,15 @@ use crate::session::outbox::OutboxLimits;
 /// with 1009.
 pub const MAX_FRAGMENTS: u32 = 1024;
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// Where the ticks come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FeedSource {
@@ -31,6 +40,11 @@ pub enum FeedSource {
 #[derive(Clone, Debug, Parser)]
 #[command(version, about)]
 pub struct Config {
+    /// Log line format; the level comes from RUST_LOG (default `info`,
+    /// e.g. RUST_LOG=tickcast=debug).
+    #[arg(long, env = "TICKCAST_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
     /// Address to listen on.
     #[arg(long, env = "TICKCAST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tickcast::cli::{Cli, Tool};
+use tickcast::config::LogFormat;
 use tickcast::Server;
 
 #[tokio::main]
@@ -22,12 +23,14 @@ async fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let config = cli.server;
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    );
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let served = match Server::bind(config).await {
         Ok(server) => server.run(shutdown_signal()).await,
         Err(err) => Err(err),

@@ -1,5 +1,6 @@
 //! The real binary: SIGTERM closes every client with 1001 `server shutting
-//! down` and the process exits 0.
+//! down` and the process exits 0; `--log-format json` logs one JSON object
+//! per line.
 
 mod common;
 
@@ -13,6 +14,7 @@ use tokio::process::Command;
 async fn sigterm_closes_every_client_with_1001_and_exits_0() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_tickcast"))
         .args(["--listen", "127.0.0.1:0", "--symbols", "5", "--rate", "500"])
+        .args(["--log-format", "json"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -24,8 +26,12 @@ async fn sigterm_closes_every_client_with_1001_and_exits_0() {
     let url = within("the start-up line", async {
         loop {
             let line = lines.next_line().await.unwrap().expect("a start-up line");
-            if let Some(start) = line.find("ws://") {
-                let url = &line[start..];
+            let entry: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            assert!(entry["level"].is_string() && entry["timestamp"].is_string());
+            let message = entry["message"].as_str().expect("a message");
+            if let Some(start) = message.find("ws://") {
+                let url = &message[start..];
                 let end = url.find("/ws").expect("a /ws URL") + 3;
                 break url[..end].to_string();
             }
