@@ -58,6 +58,7 @@ pub fn start_stages(
         config.history_depth as usize,
         stats.clone(),
     );
+    let fanout = fanout.with_ping_interval(config.pings());
     let fanout_task = tokio::spawn(fanout.run(cursor, wake, commands, shutdown.clone()));
 
     // Stage 4/5: sessions behind the HTTP edge.
@@ -69,7 +70,6 @@ pub fn start_stages(
             guard_limits: config.guard_limits(),
             max_subscriptions: config.max_subscriptions,
             max_messages_per_second: config.max_messages_per_second,
-            ping_interval: config.pings(),
             stats: stats.clone(),
         }),
         fanout: handle,

@@ -15,7 +15,9 @@
 //! later tick in order.
 //!
 //! Subscriptions with `max_hz` are served by [`Throttles`] on a clock, not
-//! per tick.
+//! per tick. On another clock the fan-out pings every connection and
+//! closes those that stopped answering: one pass per interval rather than a
+//! timer in every session.
 //!
 //! A tick whose `seq` does not follow its symbol's previous one (the
 //! fan-out fell a whole ring behind the feed, or the publisher skipped
@@ -183,6 +185,8 @@ pub struct Fanout {
     snapshot_frames: Vec<Option<Bytes>>,
     /// Likewise, the reset snapshot frame of each symbol.
     reset_frames: Vec<Option<Bytes>>,
+    /// How often every connection is pinged, if at all.
+    ping_interval: Option<Duration>,
     /// The `subscribed` reply listing every symbol, built once.
     all_subscribed: Option<Bytes>,
     /// The `unsubscribed` reply listing every symbol, built once.
@@ -208,12 +212,29 @@ impl Fanout {
             throttles: Throttles::default(),
             snapshot_frames: vec![None; symbols.len()],
             reset_frames: vec![None; symbols.len()],
+            ping_interval: None,
             all_subscribed: None,
             all_unsubscribed: None,
             symbols,
             stats,
         };
         (fanout, FanoutHandle { commands }, receiver)
+    }
+
+    /// Pings every attached connection each `interval` and closes those
+    /// that sent nothing since the previous ping (`None`: no pings).
+    pub fn with_ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Pings every connection, closing those that did not answer the last
+    /// ping: one pass over the connections per interval, instead of a
+    /// timer in every session.
+    fn ping_sessions(&self, interval: Duration) {
+        for outbox in self.index.outboxes() {
+            outbox.ping_or_close(interval);
+        }
     }
 
     /// Runs until `shutdown` fires, then closes every connection with 1001.
@@ -224,11 +245,19 @@ impl Fanout {
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
     ) {
+        let mut next_ping = self.ping_interval.map(|interval| Instant::now() + interval);
         loop {
             // Checked here too: a saturated fan-out never reaches the
             // `select!` below.
             if shutdown.is_cancelled() {
                 break;
+            }
+            if let (Some(due), Some(interval)) = (next_ping, self.ping_interval) {
+                let now = Instant::now();
+                if due <= now {
+                    self.ping_sessions(interval);
+                    next_ping = Some(now + interval);
+                }
             }
             while let Ok(command) = commands.try_recv() {
                 self.apply(command);
@@ -240,7 +269,10 @@ impl Fanout {
                 continue;
             }
             self.flush_throttled(Instant::now());
-            let next_flush = self.throttles.next_flush();
+            let next_timer = match (self.throttles.next_flush(), next_ping) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -249,7 +281,7 @@ impl Fanout {
                     None => break,
                 },
                 () = wake.notified() => {}
-                () = sleep_until(next_flush) => {}
+                () = sleep_until(next_timer) => {}
             }
         }
         let shutting_down = || close_frame(1001, "server shutting down");

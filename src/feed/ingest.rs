@@ -37,6 +37,7 @@ use crate::protocol::frame::close_frame;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::ring::Producer;
 use crate::session::guard::GuardLimits;
+use crate::session::keep_pinging;
 use crate::session::outbox::{Outbox, OutboxLimits};
 use crate::session::reader::{read_messages, Messages};
 use crate::stats::Stats;
@@ -214,9 +215,14 @@ impl Publisher {
         *lock(&self.port.current) = Some(outbox.clone());
         let reader_outbox = outbox.clone();
         tracing::info!("a publisher connected to /ingest");
+        let ping_interval = self.port.ping_interval;
         crate::session::drive(&outbox, write_half, async move {
-            let ping_interval = self.port.ping_interval;
-            read_messages(ws_read, &reader_outbox, &mut self, ping_interval).await;
+            let pings = keep_pinging(&reader_outbox, ping_interval);
+            tokio::select! {
+                _ = read_messages(ws_read, &reader_outbox, &mut self) => {}
+                // Closed for not answering: the read is abandoned.
+                () = pings => {}
+            }
         })
         .await;
         tracing::info!("the publisher left /ingest");

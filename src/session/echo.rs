@@ -53,7 +53,7 @@ pub async fn run(conn: ConnId, socket: TcpStream, early: Bytes, ctx: Arc<Session
     };
     let reader_outbox = outbox.clone();
     let exit = drive(&outbox, write_half, async move {
-        read_messages(ws_read, &reader_outbox, &mut echo, None).await;
+        read_messages(ws_read, &reader_outbox, &mut echo).await;
     })
     .await;
     tracing::debug!(conn, ?exit, "echo session ended");

@@ -54,8 +54,6 @@ pub struct SessionContext {
     pub max_subscriptions: usize,
     /// Requests per second one connection may send (and as many at once).
     pub max_messages_per_second: u32,
-    /// How often a quiet client is pinged, and dropped if it stays silent.
-    pub ping_interval: Option<Duration>,
     /// Server-wide counters.
     pub stats: Arc<Stats>,
 }
@@ -116,6 +114,20 @@ pub async fn drive(
     exit
 }
 
+/// Pings the peer behind `outbox` every `interval` (never without one)
+/// until it fails to answer, then returns having closed it with 1008.
+pub async fn keep_pinging(outbox: &Outbox, interval: Option<Duration>) {
+    let Some(interval) = interval else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        if !outbox.ping_or_close(interval) {
+            return;
+        }
+    }
+}
+
 /// Serves one upgraded client connection until it closes. `grant` is what
 /// the client's token allows; when it expires the connection is closed
 /// with 4001 `token expired`.
@@ -154,9 +166,9 @@ pub async fn run(
     .with_grant(grant)
     .with_rate_limit(ctx.max_messages_per_second);
     let reader_outbox = outbox.clone();
-    let ping_interval = ctx.ping_interval;
+    // The fan-out pings every attached session (`Fanout::ping_sessions`).
     let exit = drive(&outbox, write_half, async move {
-        read_messages(ws_read, &reader_outbox, &mut reader, ping_interval).await;
+        read_messages(ws_read, &reader_outbox, &mut reader).await;
     })
     .await;
     if let Some(expiry) = expiry {

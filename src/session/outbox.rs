@@ -41,7 +41,7 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use tokio::sync::Notify;
 
-use crate::protocol::frame::close_frame;
+use crate::protocol::frame::{close_frame, ping_frame};
 use crate::protocol::ProtocolError;
 use crate::stats::Stats;
 use crate::tick::SymbolId;
@@ -138,6 +138,8 @@ pub struct Outbox {
     limits: OutboxLimits,
     /// The client asked for `ticks` batches (`"batch":true`).
     batch: AtomicBool,
+    /// A frame arrived from the peer since the last ping.
+    heard: AtomicBool,
     /// Where slow-consumer closes are counted, if anywhere.
     stats: Option<Arc<Stats>>,
 }
@@ -160,8 +162,30 @@ impl Outbox {
             drained: Notify::new(),
             limits,
             batch: AtomicBool::new(false),
+            heard: AtomicBool::new(true),
             stats: None,
         }
+    }
+
+    /// The peer sent a frame: it is alive.
+    pub fn heard(&self) {
+        self.heard.store(true, Ordering::Relaxed);
+    }
+
+    /// Called every `interval` by whoever pings this connection: pings the
+    /// peer, or closes with 1008 if it sent nothing since the last ping.
+    /// Returns false once the connection is closing.
+    pub fn ping_or_close(&self, interval: Duration) -> bool {
+        if self.is_closing() {
+            return false;
+        }
+        if !self.heard.swap(false, Ordering::Relaxed) {
+            let reason = format!("no pong within {} s", interval.as_secs_f64());
+            self.close(close_frame(1008, &reason));
+            return false;
+        }
+        self.push_reply(ping_frame());
+        true
     }
 
     /// Switches `ticks` batches on or off for what is sent from now on.

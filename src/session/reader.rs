@@ -14,9 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::Instant;
 
 use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, WebSocketError};
 use tokio::io::AsyncRead;
@@ -26,7 +24,7 @@ use super::outbox::Outbox;
 use crate::auth::Grant;
 use crate::fanout::throttle::interval_for;
 use crate::fanout::{Command, ConnId, FanoutHandle};
-use crate::protocol::frame::{close_frame, close_frame_echo, ping_frame, pong_frame};
+use crate::protocol::frame::{close_frame, close_frame_echo, pong_frame};
 use crate::protocol::{
     truncate, ClientMsg, ErrorCode, ProtocolError, ServerMsg, SubscribeOptions, ALL_SYMBOLS,
 };
@@ -68,7 +66,6 @@ pub async fn read_messages<S, M>(
     mut ws: FragmentCollectorRead<S>,
     outbox: &Arc<Outbox>,
     messages: &mut M,
-    ping_interval: Option<Duration>,
 ) -> ReaderExit
 where
     S: AsyncRead + Unpin,
@@ -88,33 +85,16 @@ where
             Ok::<(), std::convert::Infallible>(())
         }
     };
-    let mut pinger = ping_interval.map(Pinger::new);
     loop {
         // Hold back while this peer has not read its earlier replies
         // (returns at once when a close is under way).
         outbox.replies_drained().await;
-        // `read_frame` is not cancellation-safe: the ping timer runs beside
-        // it, never in its place.
-        let read = ws.read_frame(&mut obligated);
-        tokio::pin!(read);
-        let read = loop {
-            let Some(pinger) = pinger.as_mut() else {
-                break read.await;
-            };
-            tokio::select! {
-                read = &mut read => break read,
-                () = pinger.due() => if !pinger.fire(outbox) {
-                    return ReaderExit::Violation(1008);
-                },
-            }
-        };
-        if let Some(pinger) = pinger.as_mut() {
-            pinger.heard();
-        }
-        let frame = match read {
+        let frame = match ws.read_frame(&mut obligated).await {
             Ok(frame) => frame,
             Err(err) => return fault(err, outbox),
         };
+        // Any frame answers the server's pings (`Outbox::ping_or_close`).
+        outbox.heard();
         match frame.opcode {
             // Once a close is under way, messages are read only to reach
             // the peer's answering close; they are not handled.
@@ -133,50 +113,6 @@ where
             // Pings were answered through `obligated`; pongs need nothing.
             _ => {}
         }
-    }
-}
-
-/// Pings a quiet peer and closes one that stays silent.
-#[derive(Debug)]
-struct Pinger {
-    interval: Duration,
-    next: Instant,
-    /// Something arrived since the last ping.
-    heard: bool,
-}
-
-impl Pinger {
-    fn new(interval: Duration) -> Self {
-        Pinger {
-            interval,
-            next: Instant::now() + interval,
-            heard: true,
-        }
-    }
-
-    async fn due(&self) {
-        tokio::time::sleep_until(self.next).await;
-    }
-
-    fn heard(&mut self) {
-        self.heard = true;
-    }
-
-    /// At a ping time: pings, or closes the connection with 1008 if nothing
-    /// arrived since the last ping. Returns false once it has closed.
-    fn fire(&mut self, outbox: &Outbox) -> bool {
-        self.next = Instant::now() + self.interval;
-        if outbox.is_closing() {
-            return true;
-        }
-        if !self.heard {
-            let reason = format!("no pong within {} s", self.interval.as_secs_f64());
-            outbox.close(close_frame(1008, &reason));
-            return false;
-        }
-        self.heard = false;
-        outbox.push_reply(ping_frame());
-        true
     }
 }
 
