@@ -413,7 +413,7 @@ fn start_tickcast(server: &Runtime, listener: TcpListener, symbols: Arc<SymbolTa
         None,
         CancellationToken::new(),
     );
-    let edge = server.spawn(http::serve(listener, state.clone()));
+    let edge = server.spawn(http::serve(listener, state.clone(), None));
     Feed::Tickcast {
         producer,
         wake,

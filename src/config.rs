@@ -161,6 +161,17 @@ pub struct Config {
     #[arg(long, env = "TICKCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// PEM file with the TLS certificate chain (the server's own
+    /// certificate first, then intermediates). With --tls-key the listener
+    /// speaks HTTPS and WSS only, for deployments with no TLS proxy in
+    /// front.
+    #[arg(long, env = "TICKCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of --tls-cert.
+    #[arg(long, env = "TICKCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Serve a WebSocket echo endpoint at this path (e.g. `/echo`) for
     /// conformance suites such as Autobahn: same WebSocket layer as /ws,
     /// messages up to 16 MiB. Off by default.
@@ -189,6 +200,11 @@ impl Config {
             max_message_bytes: self.max_message_bytes,
             max_fragments: MAX_FRAGMENTS,
         }
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
     }
 
     /// The configuration with no flags given (`TICKCAST_…` variables still
@@ -250,5 +266,22 @@ mod tests {
         assert!(err.to_string().contains("give a rate above 0"), "{err}");
         let err = Config::try_parse_from(["tickcast", "--symbols", "0"]).unwrap_err();
         assert!(err.to_string().contains("1..=100000"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_the_certificate_and_the_key() {
+        let config =
+            Config::try_parse_from(["tickcast", "--tls-cert", "c.pem", "--tls-key", "k.pem"])
+                .unwrap();
+        assert!(config.tls());
+        for flag in ["--tls-cert", "--tls-key"] {
+            let err = Config::try_parse_from(["tickcast", flag, "x.pem"]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{err}"
+            );
+        }
+        assert!(!Config::defaults().tls());
     }
 }

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,54 @@ pub enum Error {
     /// `--auth-secret-file` names a file that cannot serve as the secret.
     #[error(transparent)]
     AuthSecret(#[from] crate::auth::SecretFileError),
+    /// Only one of `--tls-cert` and `--tls-key` is set.
+    #[error("TLS needs both --tls-cert and --tls-key (or TICKCAST_TLS_CERT and TICKCAST_TLS_KEY); {missing} is missing")]
+    TlsIncomplete {
+        /// The flag not given.
+        missing: &'static str,
+    },
+    /// A `--tls-cert` or `--tls-key` file cannot be read.
+    #[error("cannot read the TLS {what} file {}: {source}; pass a readable PEM file (--tls-cert for the certificate chain, --tls-key for its private key)", path.display())]
+    TlsRead {
+        /// `certificate` or `private key`.
+        what: &'static str,
+        /// The file given.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: io::Error,
+    },
+    /// A `--tls-cert` or `--tls-key` file is not well-formed PEM.
+    #[error("the TLS {what} file {} is not valid PEM: {reason}; give the PEM file as issued (text with -----BEGIN ...----- and -----END ...----- lines)", path.display())]
+    TlsBadPem {
+        /// `certificate` or `private key`.
+        what: &'static str,
+        /// The file given.
+        path: PathBuf,
+        /// What is malformed.
+        reason: String,
+    },
+    /// The `--tls-cert` file holds no certificate.
+    #[error("the TLS certificate file {} holds no certificate; --tls-cert needs a PEM file with -----BEGIN CERTIFICATE----- blocks, the server's own certificate first, then any intermediates", path.display())]
+    TlsNoCertificate {
+        /// The file given.
+        path: PathBuf,
+    },
+    /// The `--tls-key` file holds no private key.
+    #[error("the TLS private key file {} holds no private key; --tls-key needs a PEM file with a -----BEGIN PRIVATE KEY----- (or RSA PRIVATE KEY, or EC PRIVATE KEY) block", path.display())]
+    TlsNoPrivateKey {
+        /// The file given.
+        path: PathBuf,
+    },
+    /// The certificate and key do not make a usable pair.
+    #[error("cannot serve TLS with the certificate {} and the private key {}: {source}; check that the key is the certificate's own and of a supported kind (RSA, ECDSA P-256/P-384, Ed25519)", cert.display(), key.display())]
+    TlsKeyPair {
+        /// The `--tls-cert` file.
+        cert: PathBuf,
+        /// The `--tls-key` file.
+        key: PathBuf,
+        /// What rustls refused.
+        source: tokio_rustls::rustls::Error,
+    },
     /// The feed thread could not start.
     #[error("cannot start the feed thread: {0}; the system may be out of threads or memory")]
     FeedThread(io::Error),

@@ -25,6 +25,7 @@
 //! - [`protocol`]: stage 5, the JSON wire contract and its error codes.
 //! - [`http`]: the edge, hyper routes and the upgrade.
 //! - [`server`]: wires the stages in order and owns shutdown.
+//! - [`tls`]: `--tls-cert`/`--tls-key`, HTTPS and WSS without a proxy.
 //! - [`auth`]: entitlement tokens, who may connect and see which symbols.
 //! - [`cli`]: the command line, the server's flags or `tickcast token`.
 //! - [`config`], [`error`], [`stats`]: flags, start-up errors, counters.
@@ -48,6 +49,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod stats;
+pub mod tls;
 
 pub use config::Config;
 pub use server::Server;

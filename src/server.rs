@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,6 +34,7 @@ use crate::ring::{self, Cursor};
 use crate::session::SessionContext;
 use crate::stats::Stats;
 use crate::tick::{SymbolTable, Tick};
+use crate::tls;
 
 /// How long shutdown waits for connections to finish closing.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -91,20 +93,45 @@ pub fn start_stages(
 }
 
 /// A bound, not yet running server.
-#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     config: Config,
     stats: Arc<Stats>,
+    /// Set with `--tls-cert`/`--tls-key`: the listener speaks TLS.
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("config", &self.config)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
-    /// Reads the token secret file, if one is given, and binds
-    /// `config.listen`.
+    /// Reads the token secret file and the TLS certificate and key, if
+    /// given, and binds `config.listen`.
     pub async fn bind(mut config: Config) -> Result<Server, Error> {
         if let Some(path) = config.auth_secret_file.take() {
             config.auth_secret = Some(read_secret_file(&path)?);
         }
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::TlsIncomplete {
+                    missing: "--tls-key",
+                })
+            }
+            (None, Some(_)) => {
+                return Err(Error::TlsIncomplete {
+                    missing: "--tls-cert",
+                })
+            }
+        };
         let addr = config.listen;
         let listener = TcpListener::bind(addr).await.map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
@@ -117,6 +144,7 @@ impl Server {
             listener,
             config,
             stats: Arc::new(Stats::default()),
+            tls,
         })
     }
 
@@ -138,6 +166,7 @@ impl Server {
             listener,
             config,
             stats,
+            tls,
         } = self;
         let specs = universe(config.symbols as usize);
         let symbols = Arc::new(SymbolTable::new(specs.iter().map(|s| s.name.clone())));
@@ -178,26 +207,30 @@ impl Server {
         let (state, fanout_task) =
             start_stages(&config, symbols, stats, cursor, wake, ingest, token.clone());
         let addr = listener.local_addr().unwrap_or(config.listen);
+        let (ws, web) = match tls {
+            Some(_) => ("wss", "https"),
+            None => ("ws", "http"),
+        };
         match config.feed {
             FeedSource::Sim => tracing::info!(
                 symbols = config.symbols,
                 rate = config.rate,
                 seed = config.seed,
-                "tickcast is serving ws://{addr}/ws with the built-in feed"
+                "tickcast is serving {ws}://{addr}/ws with the built-in feed; dashboard at {web}://{addr}/"
             ),
             FeedSource::Ingest => tracing::info!(
                 symbols = config.symbols,
-                "tickcast is serving ws://{addr}/ws; publishers connect to ws://{addr}/ingest"
+                "tickcast is serving {ws}://{addr}/ws; publishers connect to {ws}://{addr}/ingest"
             ),
         }
         if config.auth_secret.is_some() {
             tracing::info!("clients need a token signed with the auth secret");
         } else {
             tracing::warn!(
-                "no --auth-secret: any client that can reach ws://{addr}/ws sees every symbol"
+                "no --auth-secret: any client that can reach {ws}://{addr}/ws sees every symbol"
             );
         }
-        let edge = tokio::spawn(http::serve(listener, state.clone()));
+        let edge = tokio::spawn(http::serve(listener, state.clone(), tls));
 
         shutdown.await;
         tracing::info!("shutting down: closing every client with 1001");

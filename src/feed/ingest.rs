@@ -207,7 +207,7 @@ struct WireTick<'a> {
 
 impl Publisher {
     /// Serves the publisher's upgraded connection until it closes.
-    pub async fn run(mut self, socket: tokio::net::TcpStream, early: bytes::Bytes) {
+    pub async fn run(mut self, socket: crate::session::socket::Socket, early: bytes::Bytes) {
         let (ws_read, write_half) = crate::session::split(socket, early, self.port.guard_limits);
         let outbox =
             Arc::new(Outbox::new(self.port.outbox_limits).with_stats(self.port.stats.clone()));

@@ -1,5 +1,6 @@
-//! The edge: accepts TCP connections, serves HTTP/1.1 with hyper, and
-//! routes requests.
+//! The edge: accepts TCP connections, terminates TLS on them (with
+//! `--tls-cert`/`--tls-key`), serves HTTP/1.1 with hyper, and routes
+//! requests.
 //!
 //! * `GET /` (and `/dashboard.js`, `/dashboard.css`) → [`dashboard`]: the
 //!   live dashboard page, built into the binary.
@@ -28,7 +29,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -78,8 +81,10 @@ impl AppState {
     }
 }
 
-/// Accepts connections until `state.shutdown` fires.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
+/// Accepts connections until `state.shutdown` fires. With `tls`, each
+/// connection must complete a TLS handshake (within the handshake
+/// timeout) before it is served; without it, HTTP is spoken in the clear.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, tls: Option<TlsAcceptor>) {
     loop {
         let accepted = tokio::select! {
             () = state.shutdown.cancelled() => break,
@@ -100,28 +105,67 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
         let _ = socket.set_nodelay(true);
         let state = state.clone();
         let tasks = state.tasks.clone();
-        tasks.spawn(async move {
-            let service = service_fn(|req| route(req, peer.ip(), state.clone()));
-            // The header timeout also drops a connection that sends nothing
-            // (or trickles a request head in: slowloris).
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(state.handshake_timeout)
-                .serve_connection(TokioIo::new(socket), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(%peer, %err, "HTTP connection ended with an error");
-                    }
+        match tls.clone() {
+            None => tasks.spawn(serve_connection(socket, peer.ip(), state)),
+            Some(acceptor) => tasks.spawn(async move {
+                if let Some(stream) = tls_handshake(&acceptor, socket, &state).await {
+                    serve_connection(stream, peer.ip(), state).await;
                 }
-                () = state.shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            }),
+        };
+    }
+}
+
+/// Completes the server side of a TLS handshake on `socket`, or gives up
+/// when it fails, takes longer than the handshake timeout, or shutdown
+/// comes first.
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    socket: TcpStream,
+    state: &AppState,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let handshake = tokio::time::timeout(state.handshake_timeout, acceptor.accept(socket));
+    tokio::select! {
+        finished = handshake => match finished {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(err)) => {
+                tracing::debug!(%err, "TLS handshake failed");
+                None
             }
-        });
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                None
+            }
+        },
+        () = state.shutdown.cancelled() => None,
+    }
+}
+
+/// Serves HTTP/1.1 (and upgrades) on one connection until it ends or
+/// shutdown has let its last request finish.
+async fn serve_connection<S>(stream: S, peer: IpAddr, state: Arc<AppState>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(|req| route(req, peer, state.clone()));
+    // The header timeout also drops a connection that sends nothing
+    // (or trickles a request head in: slowloris).
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.handshake_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(%peer, %err, "HTTP connection ended with an error");
+            }
+        }
+        () = state.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

@@ -2,10 +2,11 @@
 //! upgrade, then hand-over to a `session`.
 //!
 //! fastwebsockets performs the handshake. Once hyper has switched
-//! protocols, the session takes the raw `TcpStream` back out of hyper
-//! (`Upgraded::downcast`) together with any bytes the client sent right
-//! after its handshake, because the session writes pre-built shared frames
-//! to the socket itself.
+//! protocols, the session takes the raw connection back out of hyper
+//! (`Upgraded::downcast`: a `TcpStream`, or a TLS stream with TLS on)
+//! together with any bytes the client sent right after its handshake,
+//! because the session writes pre-built shared frames to the socket
+//! itself.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -23,6 +24,7 @@ use super::{text, AppState, Body};
 use crate::auth::Grant;
 use crate::feed::ingest::Refused;
 use crate::session;
+use crate::session::socket::{Socket, TlsSocket};
 
 /// `GET /ws`: answers an upgrade request with 101 and starts a client
 /// session, or explains why not. With `--auth-secret` the client's token
@@ -198,11 +200,11 @@ fn percent_decode(value: &str) -> String {
 }
 
 /// Performs the handshake and, once hyper has switched protocols, runs
-/// `serve` on the raw socket and the bytes the peer sent after its
+/// `serve` on the raw connection and the bytes the peer sent after its
 /// handshake.
 fn accept<F, Fut>(mut req: Request<Incoming>, state: &Arc<AppState>, serve: F) -> Response<Body>
 where
-    F: FnOnce(TcpStream, Bytes) -> Fut + Send + 'static,
+    F: FnOnce(Socket, Bytes) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
@@ -237,9 +239,13 @@ where
                 return;
             }
         };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => serve(parts.io.into_inner(), parts.read_buf).await,
-            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => return serve(Socket::from(parts.io.into_inner()), parts.read_buf).await,
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<TlsSocket>>() {
+            Ok(parts) => serve(Socket::from(parts.io.into_inner()), parts.read_buf).await,
+            Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
         }
     });
     response.map(|_| Full::new(Bytes::new()))

@@ -10,15 +10,14 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::net::TcpStream;
-
 use super::guard::GuardLimits;
 use super::outbox::Outbox;
 use super::reader::{read_messages, Messages};
+use super::socket::Socket;
 use super::{drive, split, SessionContext};
 use crate::fanout::ConnId;
 use crate::protocol::frame::{binary_frame, text_frame};
+use bytes::Bytes;
 
 /// Input limits of the echo route: messages up to 16 MiB in up to 131,072
 /// fragments. Autobahn's 9.* cases send up to 16 MiB, and 4 MiB in 64-byte
@@ -45,7 +44,7 @@ impl Messages for Echo {
 }
 
 /// Serves one upgraded echo connection until it closes.
-pub async fn run(conn: ConnId, socket: TcpStream, early: Bytes, ctx: Arc<SessionContext>) {
+pub async fn run(conn: ConnId, socket: Socket, early: Bytes, ctx: Arc<SessionContext>) {
     let (ws_read, write_half) = split(socket, early, ECHO_LIMITS);
     let outbox = Arc::new(Outbox::new(ctx.outbox_limits));
     let mut echo = Echo {

@@ -1,8 +1,9 @@
 //! Stage 4 of the data path: one WebSocket client.
 //!
-//! After the HTTP upgrade (`http::ws`) a session owns the TCP socket and
-//! splits it: the read half goes to the [`reader`] (fastwebsockets behind
-//! a [`guard::FrameGuard`]), the write half to the [`writer`], which is the
+//! After the HTTP upgrade (`http::ws`) a session owns the connection (a
+//! [`socket::Socket`]: plain TCP, or TLS over it) and splits it: the read
+//! half goes to the [`reader`] (fastwebsockets behind a
+//! [`guard::FrameGuard`]), the write half to the [`writer`], which is the
 //! only code that ever writes to the socket. Both meet at the connection's
 //! [`outbox::Outbox`], which the `fanout` fills with shared tick frames.
 //!
@@ -15,6 +16,7 @@ pub mod echo;
 pub mod guard;
 pub mod outbox;
 pub mod reader;
+pub mod socket;
 pub mod writer;
 
 use std::future::Future;
@@ -26,8 +28,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use fastwebsockets::{after_handshake_split, FragmentCollectorRead, Role};
 use tokio::io::{AsyncReadExt, Chain};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 
 use crate::auth::Grant;
 use crate::fanout::{Command, ConnId, FanoutHandle};
@@ -37,6 +37,7 @@ use crate::tick::SymbolTable;
 use guard::{FrameGuard, GuardLimits};
 use outbox::{Outbox, OutboxLimits};
 use reader::{read_messages, Reader};
+use socket::{Socket, SocketReadHalf, SocketWriteHalf};
 use writer::WriterExit;
 
 /// What every session needs from the server.
@@ -60,16 +61,12 @@ pub struct SessionContext {
 
 /// The read side of an upgraded socket: bytes hyper had already read
 /// first, then the socket, checked by the guard, parsed by fastwebsockets.
-pub type SocketReader = FragmentCollectorRead<FrameGuard<Chain<Cursor<Bytes>, OwnedReadHalf>>>;
+pub type SocketReader = FragmentCollectorRead<FrameGuard<Chain<Cursor<Bytes>, SocketReadHalf>>>;
 
 /// Splits an upgraded socket into its guarded frame reader and its raw
 /// write half (which only the `writer` uses). `early` holds bytes the peer
 /// sent right after its handshake, which hyper had already read.
-pub fn split(
-    socket: TcpStream,
-    early: Bytes,
-    limits: GuardLimits,
-) -> (SocketReader, OwnedWriteHalf) {
+pub fn split(socket: Socket, early: Bytes, limits: GuardLimits) -> (SocketReader, SocketWriteHalf) {
     let (read_half, write_half) = socket.into_split();
     let stream = FrameGuard::new(Cursor::new(early).chain(read_half), limits);
     // The library's write half is unused: our writer owns the socket's.
@@ -93,7 +90,7 @@ pub fn split(
 /// learn why it was closed.
 pub async fn drive(
     outbox: &Outbox,
-    mut write_half: OwnedWriteHalf,
+    mut write_half: SocketWriteHalf,
     reader: impl Future<Output = ()> + Send + 'static,
 ) -> WriterExit {
     let mut reader_task = tokio::spawn(reader);
@@ -133,7 +130,7 @@ pub async fn keep_pinging(outbox: &Outbox, interval: Option<Duration>) {
 /// with 4001 `token expired`.
 pub async fn run(
     conn: ConnId,
-    socket: TcpStream,
+    socket: Socket,
     early: Bytes,
     ctx: Arc<SessionContext>,
     grant: Grant,
