@@ -11,8 +11,9 @@
 //!
 //! Around the churn the server's resident memory (`VmRSS`) and open file
 //! descriptors (`/proc/PID/fd`) are read: the baseline after a warm-up
-//! round of every client behaviour (so lazily built caches exist), the
-//! peak while churning, and the figures once the server's
+//! churn of `--warmup` seconds in which every client behaviour occurs (so
+//! lazily built caches exist and the allocator has served the peak
+//! concurrency), the peak while churning, and the figures once the server's
 //! `tickcast_connections` gauge (`GET /metrics`) is back to 0. The run
 //! passes when the descriptors are back exactly at the baseline and the
 //! memory is within [`RSS_TOLERANCE`] of it; see [`judge`].
@@ -57,8 +58,10 @@ use crate::ws::{self, Target};
 /// concurrency (the fan-out's subscriber lists, the session registry)
 /// keep their capacity; the kernel counts pages touched once until they
 /// are reclaimed. Those costs are bounded by the peak concurrency, not by
-/// the number of connections made, so a fixed slack covers a small server
-/// and a proportional one a large one. A leak grows with every connection
+/// the number of connections made, and the warm-up churn reaches them
+/// before the baseline is read; what remains is
+/// fragmentation, for which a fixed slack covers a small server and a
+/// proportional one a large one. A leak grows with every connection
 /// made: a few hundred bytes per connection over tens of thousands of
 /// connections per minute overshoots this within one default run (and
 /// longer runs catch slower leaks).
@@ -81,8 +84,9 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 /// Bytes a client reads into at once; grows for a larger frame.
 const READ_BUFFER: usize = 16 * 1024;
 
-/// Clients of the warm-up round, at most.
-const WARMUP_CLIENTS: usize = 16;
+/// The first clients of the warm-up round are given one behaviour each,
+/// in turn, so that the round covers every behaviour: this many.
+const WARMUP_COVERAGE: usize = 16;
 
 /// Options of `feed-sim soak`.
 #[derive(Debug, Args)]
@@ -100,6 +104,12 @@ pub struct SoakArgs {
     /// Seconds of churn.
     #[arg(long, default_value_t = 60.0)]
     pub duration: f64,
+
+    /// Seconds of the same churn before the baseline is read, so that the
+    /// server's allocator and collections have served the peak
+    /// concurrency once (0 for none).
+    #[arg(long, default_value_t = 15.0)]
+    pub warmup: f64,
 
     /// Most clients connected at once.
     #[arg(long, default_value_t = 500)]
@@ -379,6 +389,9 @@ pub fn measure(args: &SoakArgs) -> anyhow::Result<SoakReport> {
     if !(args.duration > 0.0 && args.max_lifetime > 0.0 && args.settle_timeout > 0.0) {
         bail!("give --duration, --max-lifetime and --settle-timeout above 0 seconds");
     }
+    if args.warmup.is_nan() || args.warmup < 0.0 {
+        bail!("give --warmup of at least 0 seconds");
+    }
     if args.clients == 0 || args.connect_parallelism == 0 {
         bail!("give --clients and --connect-parallelism of at least 1");
     }
@@ -498,19 +511,42 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<SoakReport> {
         args.duration,
     ));
 
-    // Warm-up: one round of every behaviour, so that what the server
-    // builds lazily (caches, pools, per-thread arenas) exists before the
-    // baseline is taken.
-    progress.timeline("warm-up", 0.0, "");
-    let warmup: Vec<_> = (0..args.clients.min(WARMUP_CLIENTS))
-        .map(|i| {
-            let mut plan = Plan::random(&mut rng, &shared.symbols, Duration::from_millis(300));
-            plan.cover_behaviour(i, &shared.symbols);
-            tokio::task::spawn_local(run_client(shared.clone(), plan, i as u64))
-        })
-        .collect();
-    for client in warmup {
-        let _ = client.await;
+    // Warm-up: the same churn for `--warmup` seconds, its first clients
+    // covering every behaviour, so that what the server builds lazily
+    // (caches, pools, per-thread arenas, collections at their peak size)
+    // exists before the baseline is taken.
+    let connect_slots = Rc::new(Semaphore::new(args.connect_parallelism));
+    let warmup_sampler = tokio::task::spawn_local(sample(
+        shared.clone(),
+        progress.clone(),
+        "warm-up",
+        pid,
+        Rc::new(Cell::new(Usage::default())),
+        Instant::now(),
+    ));
+    churn(
+        &shared,
+        &mut rng,
+        &connect_slots,
+        args.clients,
+        Duration::from_secs_f64(args.warmup),
+        WARMUP_COVERAGE,
+        settle_timeout,
+    )
+    .await?;
+    warmup_sampler.abort();
+    if shared.connect_failures() > 0 {
+        eprintln!(
+            "warning: {} warm-up client(s) could not connect (e.g. {}); the baseline \
+             may be taken below the churn's peak concurrency",
+            shared.connect_failures(),
+            shared
+                .connect_failures
+                .borrow()
+                .keys()
+                .next()
+                .map_or("", String::as_str)
+        );
     }
     let (left, _) = settle(&shared.target, pid, None, settle_timeout).await?;
     if left != Some(0) {
@@ -525,51 +561,25 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<SoakReport> {
 
     // The churn.
     let churn_start = Instant::now();
-    let deadline = churn_start + Duration::from_secs_f64(args.duration);
-    shared.deadline.set(Some(deadline));
     let peak = Rc::new(Cell::new(baseline));
     let sampler = tokio::task::spawn_local(sample(
         shared.clone(),
         progress.clone(),
+        "churn",
         pid,
         peak.clone(),
         churn_start,
     ));
-    let slots = Arc::new(Semaphore::new(args.clients));
-    let connect_slots = Rc::new(Semaphore::new(args.connect_parallelism));
-    let mut n = 0u64;
-    loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-            () = tokio::time::sleep_until(deadline) => break,
-        };
-        if Instant::now() >= deadline {
-            break;
-        }
-        let plan = Plan::random(&mut rng, &shared.symbols, shared.max_lifetime);
-        let shared = shared.clone();
-        let connect_slots = connect_slots.clone();
-        tokio::task::spawn_local(async move {
-            let _slot = slot;
-            let connecting = connect_slots.acquire().await;
-            run_client_gated(shared, plan, n, connecting.ok()).await;
-        });
-        n += 1;
-    }
-    // Every client leaves on its own once its plan (cut at the deadline)
-    // is done; wait for the last ones.
-    let all = u32::try_from(args.clients).unwrap_or(u32::MAX);
-    if tokio::time::timeout(settle_timeout, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
-        bail!(
-            "{} client(s) were still running {:.0} s after the churn ended; \
-             the server stopped answering them",
-            shared.active.get(),
-            settle_timeout.as_secs_f64()
-        );
-    }
+    churn(
+        &shared,
+        &mut rng,
+        &connect_slots,
+        args.clients,
+        Duration::from_secs_f64(args.duration),
+        0,
+        settle_timeout,
+    )
+    .await?;
     let churn_seconds = churn_start.elapsed().as_secs_f64();
     sampler.abort();
     progress.timeline("settling", args.duration, "(waiting for the server)");
@@ -609,11 +619,68 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<SoakReport> {
     })
 }
 
-/// Samples the server's usage into `peak` and redraws the progress bars,
-/// until aborted.
+/// Runs clients for `seconds`, keeping `clients` of them connected or
+/// connecting, each replaced by a new one when it leaves; the first
+/// `covering` of them are given one behaviour each in turn. Returns once
+/// the last client has left.
+async fn churn(
+    shared: &Rc<Shared>,
+    rng: &mut SmallRng,
+    connect_slots: &Rc<Semaphore>,
+    clients: usize,
+    seconds: Duration,
+    covering: usize,
+    settle_timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + seconds;
+    shared.deadline.set(Some(deadline));
+    let slots = Arc::new(Semaphore::new(clients));
+    let mut n = 0u64;
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = tokio::time::sleep_until(deadline) => break,
+        };
+        if Instant::now() >= deadline {
+            break;
+        }
+        let mut plan = Plan::random(rng, &shared.symbols, shared.max_lifetime);
+        if (n as usize) < covering {
+            plan.cover_behaviour(n as usize, &shared.symbols);
+        }
+        let shared = shared.clone();
+        let connect_slots = connect_slots.clone();
+        tokio::task::spawn_local(async move {
+            let _slot = slot;
+            let connecting = connect_slots.acquire().await;
+            run_client_gated(shared, plan, n, connecting.ok()).await;
+        });
+        n += 1;
+    }
+    // Every client leaves on its own once its plan (cut at the deadline)
+    // is done; wait for the last ones.
+    let all = u32::try_from(clients).unwrap_or(u32::MAX);
+    if tokio::time::timeout(settle_timeout, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        bail!(
+            "{} client(s) were still running {:.0} s after the churn ended; \
+             the server stopped answering them",
+            shared.active.get(),
+            settle_timeout.as_secs_f64()
+        );
+    }
+    shared.deadline.set(None);
+    Ok(())
+}
+
+/// Samples the server's usage into `peak` and redraws the progress bars
+/// (`stage` of the run), until aborted.
 async fn sample(
     shared: Rc<Shared>,
     progress: Rc<Progress>,
+    stage: &'static str,
     pid: u32,
     peak: Rc<Cell<Usage>>,
     start: Instant,
@@ -626,7 +693,7 @@ async fn sample(
         }
         progress.clients(shared.active.get(), shared.connect_failures() as usize);
         progress.timeline(
-            "churn",
+            stage,
             start.elapsed().as_secs_f64(),
             &format!(
                 "· {} connections, {} msgs",
@@ -1064,11 +1131,6 @@ async fn run_client_gated(
         }
     };
     live(&shared, plan, conn).await;
-}
-
-/// A warm-up client: connects and plays `plan`.
-async fn run_client(shared: Rc<Shared>, plan: Plan, n: u64) {
-    run_client_gated(shared, plan, n, None).await;
 }
 
 fn fail(shared: &Shared, reason: String) {

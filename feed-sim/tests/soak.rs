@@ -23,6 +23,8 @@ fn a_short_churn_accounts_for_every_connection_and_gives_back_its_descriptors() 
             &pid,
             "--clients",
             "50",
+            "--warmup",
+            "1",
             "--duration",
             "3",
             "--max-lifetime",

@@ -88,12 +88,8 @@ async fn session(data: &[u8]) {
         }
     }
     let shutdown = CancellationToken::new();
-    let fanout_task = tokio::spawn(fanout.run(
-        cursor,
-        Arc::new(Notify::new()),
-        commands,
-        shutdown.clone(),
-    ));
+    let fanout_task =
+        tokio::spawn(fanout.run(cursor, Arc::new(Notify::new()), commands, shutdown.clone()));
     wait_for_ticks(&handle).await;
 
     let outbox = Arc::new(Outbox::new(OutboxLimits {
@@ -222,7 +218,11 @@ async fn exchange(
         return;
     }
     if unknown {
-        assert_eq!(codes.first(), Some(&"unknown_symbol"), "{shown:?}: {replies:?}");
+        assert_eq!(
+            codes.first(),
+            Some(&"unknown_symbol"),
+            "{shown:?}: {replies:?}"
+        );
     }
     for code in &codes {
         let allowed: &[&str] = if subscribing {
@@ -232,7 +232,11 @@ async fn exchange(
         };
         assert!(allowed.contains(code), "{shown:?}: {replies:?}");
     }
-    let answer = if subscribing { "subscribed" } else { "unsubscribed" };
+    let answer = if subscribing {
+        "subscribed"
+    } else {
+        "unsubscribed"
+    };
     let answers = kinds.iter().filter(|&&kind| kind == answer).count();
     if (star || known) && !refused_whole {
         assert_eq!(answers, 1, "replies to {shown:?}: {replies:?}");
@@ -293,6 +297,10 @@ fn server_frame_payload(frame: &[u8]) -> &[u8] {
         ),
         n => (usize::from(n), 2),
     };
-    assert_eq!(frame.len(), header + len, "a frame holds exactly its payload");
+    assert_eq!(
+        frame.len(),
+        header + len,
+        "a frame holds exactly its payload"
+    );
     &frame[header..]
 }
