@@ -12,6 +12,8 @@
 //! - [`progress`]: the progress bars drawn on stderr while a run goes on.
 //! - [`publish`]: `feed-sim publish`, the simulator as an external
 //!   producer for a server started with `--feed ingest`.
+//! - [`soak`]: `feed-sim soak`, connection churn and a check that the
+//!   server's memory and file descriptors come back afterwards.
 //! - `ws`: the client side of the WebSocket handshake, shared by both.
 
 #![forbid(unsafe_code)]
@@ -22,4 +24,5 @@ pub mod plot;
 pub mod progress;
 pub mod publish;
 pub mod report;
+pub mod soak;
 mod ws;

@@ -628,7 +628,7 @@ impl Default for Totals {
 }
 
 /// Raises the open-file soft limit to the hard limit and says what it is.
-fn raise_open_file_limit(clients: usize) -> u64 {
+pub(crate) fn raise_open_file_limit(clients: usize) -> u64 {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {
@@ -979,24 +979,24 @@ enum Event {
     Broken,
 }
 
-const OPCODE_TEXT: u8 = 0x1;
-const OPCODE_CLOSE: u8 = 0x8;
-const OPCODE_PING: u8 = 0x9;
+pub(crate) const OPCODE_TEXT: u8 = 0x1;
+pub(crate) const OPCODE_CLOSE: u8 = 0x8;
+pub(crate) const OPCODE_PING: u8 = 0x9;
 
 /// A complete frame at the start of a buffer.
 #[derive(Debug, PartialEq)]
-struct FrameAt {
-    opcode: u8,
+pub(crate) struct FrameAt {
+    pub(crate) opcode: u8,
     /// The payload, relative to the frame's start.
-    payload: Range<usize>,
+    pub(crate) payload: Range<usize>,
     /// Header plus payload.
-    len: usize,
+    pub(crate) len: usize,
 }
 
 /// The frame at the start of `data`: `Ok(None)` if it is not complete yet,
 /// `Err` if it is no valid server frame (masked, fragmented, reserved bits,
 /// or larger than [`MAX_FRAME`]).
-fn next_frame(data: &[u8]) -> Result<Option<FrameAt>, ()> {
+pub(crate) fn next_frame(data: &[u8]) -> Result<Option<FrameAt>, ()> {
     let (Some(&b0), Some(&b1)) = (data.first(), data.get(1)) else {
         return Ok(None);
     };
@@ -1033,7 +1033,7 @@ fn next_frame(data: &[u8]) -> Result<Option<FrameAt>, ()> {
 }
 
 /// Total length of the frame starting `data`, once its header is complete.
-fn frame_len(data: &[u8]) -> Option<usize> {
+pub(crate) fn frame_len(data: &[u8]) -> Option<usize> {
     let b1 = *data.get(1)?;
     Some(match b1 & 0x7F {
         126 => 4 + usize::from(u16::from_be_bytes(data.get(2..4)?.try_into().ok()?)),
@@ -1044,7 +1044,7 @@ fn frame_len(data: &[u8]) -> Option<usize> {
 
 /// A close frame's payload as `code reason` (`1008 slow consumer`), or
 /// `1005` (RFC 6455's "no status received") when it has no code.
-fn close_label(payload: &[u8]) -> String {
+pub(crate) fn close_label(payload: &[u8]) -> String {
     match payload {
         [hi, lo, reason @ ..] => {
             let code = u16::from_be_bytes([*hi, *lo]);
@@ -1060,7 +1060,7 @@ fn close_label(payload: &[u8]) -> String {
 }
 
 /// A client pong frame (clients must mask) carrying `payload`.
-fn masked_pong(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn masked_pong(payload: &[u8]) -> Vec<u8> {
     let payload = &payload[..payload.len().min(125)];
     let mask = [0x5A, 0xC3, 0x3C, 0xA5];
     let mut frame = vec![0x8A, 0x80 | payload.len() as u8];

@@ -1,12 +1,13 @@
 //! feed-sim: tickcast's load tester and feed simulator. `load` opens many
 //! WebSocket clients against a running server and reports rate, gaps,
 //! latency and CPU cost; `publish` feeds a server started with
-//! `--feed ingest` from the same price model as the built-in feed.
+//! `--feed ingest` from the same price model as the built-in feed; `soak`
+//! churns connections and checks the server gives back what they took.
 
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use feed_sim::{load, publish};
+use feed_sim::{load, publish, soak};
 
 /// tickcast's feed simulator and load tester.
 #[derive(Debug, Parser)]
@@ -22,11 +23,15 @@ enum Command {
     Load(load::LoadArgs),
     /// Publish simulated ticks to a server's /ingest endpoint.
     Publish(publish::PublishArgs),
+    /// Churn connections for a while, then check that the server's memory
+    /// and file descriptors came back to their baseline.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Load(args) => load::run(args),
         Command::Publish(args) => publish::run(args),
+        Command::Soak(args) => soak::run(args),
     }
 }

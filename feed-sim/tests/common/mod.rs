@@ -88,3 +88,16 @@ pub fn load_args(url: &str, flags: &[&str]) -> LoadArgs {
         .chain(flags.iter().copied());
     Cli::try_parse_from(argv).expect("valid flags").load
 }
+
+/// `feed-sim soak` with these flags, parsed as the command line is.
+pub fn soak_args(url: &str, flags: &[&str]) -> feed_sim::soak::SoakArgs {
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        soak: feed_sim::soak::SoakArgs,
+    }
+    let argv = ["feed-sim", "--url", url, "--no-progress"]
+        .into_iter()
+        .chain(flags.iter().copied());
+    Cli::try_parse_from(argv).expect("valid flags").soak
+}
