@@ -114,8 +114,9 @@ pub struct Config {
     #[arg(long, env = "TICKCAST_WRITE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub write_timeout: Duration,
 
-    /// Most symbols one connection may subscribe to by name ("*" is always
-    /// allowed). Past it a subscribe gets a `too_many_symbols` error.
+    /// Most symbols one connection may subscribe to by name (a plain "*" is
+    /// always allowed). Past it a subscribe gets a `too_many_symbols`
+    /// error.
     #[arg(long, env = "TICKCAST_MAX_SUBSCRIPTIONS", default_value_t = 10_000)]
     pub max_subscriptions: usize,
 

@@ -339,3 +339,17 @@ async fn without_a_secret_the_server_is_open_to_anyone() {
     drop((client, with_garbage));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn symbols_listing_needs_a_token_and_shows_only_what_it_covers() {
+    let server = guarded_server().await;
+    let (status, _) = http_get(server.addr, "/symbols").await;
+    assert_eq!(status, 401, "no prices without a token");
+    let token = token(&["A*", "M?"], HOUR);
+    let (status, body) = http_get(server.addr, &format!("/symbols?token={token}")).await;
+    assert_eq!(status, 200, "{body}");
+    let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let listed: Vec<&str> = rows.iter().map(|r| r["sym"].as_str().unwrap()).collect();
+    assert_eq!(listed, A_STAR_OR_M_ANY);
+    server.stop().await;
+}

@@ -290,7 +290,7 @@ async fn a_throttled_star_resumes_and_batches_together() {
         .await;
     let reply = client.recv().await;
     assert_eq!(reply["symbols"].as_array().unwrap().len(), 10, "{reply}");
-    // The replay comes batched: 8, 9, 10.
+    // Throttled, the resume brings the newest tick only, batched.
     let replay = client.recv().await;
     let seqs: Vec<u64> = replay["data"]
         .as_array()
@@ -298,12 +298,79 @@ async fn a_throttled_star_resumes_and_batches_together() {
         .iter()
         .map(|t| t["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, [8, 9, 10]);
+    assert_eq!(seqs, [10]);
     publisher.send(ticks("AAPL", 11..=30)).await;
     let msg = client
         .recv_until(|v| v["type"] == "ticks" && v["data"][0]["seq"] == 30)
         .await;
     assert_eq!(msg["data"].as_array().unwrap().len(), 1);
     drop((client, publisher, watcher));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_throttled_resume_gets_only_the_newest_tick() {
+    let (server, mut publisher, mut watcher) = ingest_setup(64).await;
+    publish(&mut publisher, &mut watcher, 1..=10).await;
+    let mut client = server.connect().await;
+    client
+        .send(json!({"op": "subscribe", "symbols": ["AAPL"], "from": {"AAPL": 3}, "max_hz": 4}))
+        .await;
+    assert_eq!(client.recv().await["type"], "subscribed");
+    let msg = client.recv().await;
+    assert_eq!(
+        (msg["type"].as_str(), msg["seq"].as_u64()),
+        (Some("tick"), Some(10)),
+        "{msg}"
+    );
+    publish(&mut publisher, &mut watcher, 11..=11).await;
+    assert_eq!(client.recv().await["seq"], 11, "then throttled live ticks");
+    drop((client, publisher, watcher));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_subscribe_replays_at_most_max_replay_ticks() {
+    use tickcast::fanout::MAX_REPLAY_TICKS;
+    let (server, mut publisher, mut watcher) = ingest_setup(20_000).await;
+    let mut msft_watcher = server.connect().await;
+    msft_watcher.subscribe(&["MSFT"]).await;
+    let per_symbol = (MAX_REPLAY_TICKS as u64) * 2 / 3;
+    for (sym, watcher) in [("AAPL", &mut watcher), ("MSFT", &mut msft_watcher)] {
+        for start in (1..=per_symbol).step_by(400) {
+            let end = (start + 399).min(per_symbol);
+            publisher.send(ticks(sym, start..=end)).await;
+        }
+        watcher
+            .recv_until(|v| v["sym"] == sym && v["seq"] == per_symbol)
+            .await;
+    }
+    let mut client = server.connect().await;
+    client
+        .send(
+            json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"], "from": {"AAPL": 0, "MSFT": 0}}),
+        )
+        .await;
+    assert_eq!(client.recv().await["type"], "subscribed");
+    // AAPL fits in the budget and is replayed whole; MSFT would not, so it
+    // gets a reset snapshot.
+    for seq in 1..=per_symbol {
+        let msg = client.recv().await;
+        assert_eq!(
+            (msg["sym"].as_str(), msg["seq"].as_u64()),
+            (Some("AAPL"), Some(seq))
+        );
+    }
+    let msft = client.recv().await;
+    assert_eq!(
+        (
+            msft["sym"].as_str(),
+            msft["seq"].as_u64(),
+            msft["reset"].as_bool()
+        ),
+        (Some("MSFT"), Some(per_symbol), Some(true)),
+        "{msft}"
+    );
+    drop((client, publisher, watcher, msft_watcher));
     server.stop().await;
 }

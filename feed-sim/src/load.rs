@@ -315,7 +315,7 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
     let target = Target::parse(&args.url)?;
     let nofile_limit = raise_open_file_limit(args.clients);
 
-    let names = ws::fetch_symbols(&target)
+    let names = ws::fetch_symbols(&target, None)
         .await
         .map(|rows| rows.into_iter().map(|r| r.sym).collect::<Vec<_>>())
         .with_context(|| {

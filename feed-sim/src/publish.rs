@@ -170,7 +170,7 @@ async fn publish_on(args: &PublishArgs) -> anyhow::Result<Published> {
     let mut simulator = Simulator::new(&specs, args.rate, args.seed);
     // Carry on from the seqs the server already has (a restarted publisher
     // must not replay numbers the server has published).
-    let known = ws::fetch_symbols(&target)
+    let known = ws::fetch_symbols(&target, Some(&args.token))
         .await
         .context("reading GET /symbols from the server")?;
     for (id, row) in known.iter().enumerate().take(names.len()) {

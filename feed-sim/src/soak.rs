@@ -461,7 +461,7 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<SoakReport> {
     let pid = args.server_pid;
     Usage::read(pid)?;
     crate::load::raise_open_file_limit(args.clients);
-    let symbols: Vec<Known> = ws::fetch_symbols(&target)
+    let symbols: Vec<Known> = ws::fetch_symbols(&target, None)
         .await
         .with_context(|| {
             format!(

@@ -112,15 +112,21 @@ pub(crate) struct SymbolRow {
     pub(crate) seq: u64,
 }
 
-/// The server's `GET /symbols`, in the server's order.
-pub(crate) async fn fetch_symbols(target: &Target) -> anyhow::Result<Vec<SymbolRow>> {
+/// The server's `GET /symbols`, in the server's order; `token` (a client
+/// or the ingest token) is needed when the server checks tokens.
+pub(crate) async fn fetch_symbols(
+    target: &Target,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<SymbolRow>> {
     let stream = TcpStream::connect(target.addr).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::task::spawn_local(connection);
-    let request = Request::get("/symbols")
-        .header(HOST, &target.authority)
-        .body(Empty::<Bytes>::new())?;
+    let mut request = Request::get("/symbols").header(HOST, &target.authority);
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
     if !response.status().is_success() {
         bail!("GET /symbols answered {}", response.status());

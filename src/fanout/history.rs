@@ -85,7 +85,7 @@ impl History {
         if from > latest || history.last_seq != latest || kept == 0 {
             return Replay::Gone;
         }
-        let oldest = latest + 1 - kept;
+        let oldest = latest - (kept - 1);
         if from + 1 < oldest {
             return Replay::Gone;
         }

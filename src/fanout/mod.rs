@@ -62,6 +62,11 @@ const BATCH: usize = 1024;
 /// writers are never starved for long.
 const PUSH_BUDGET: usize = 64 * 1024;
 
+/// Most ticks replayed for one subscribe with `from`; symbols past it get a
+/// reset snapshot instead. Bounds the replies one request can queue (and
+/// the time the fan-out spends building them).
+pub const MAX_REPLAY_TICKS: usize = 16_384;
+
 /// Capacity of the command channel; a session waits when it is full.
 pub const COMMAND_CAPACITY: usize = 4096;
 
@@ -100,7 +105,8 @@ pub enum Command {
     Subscribe {
         /// The connection.
         conn: ConnId,
-        /// The connection is now subscribed to `*` (never with `interval`).
+        /// The connection is subscribed to `*` (then `added` is every
+        /// symbol it was not subscribed to, or nothing).
         all: bool,
         /// Symbols this request newly subscribed.
         added: Vec<SymbolId>,
@@ -412,18 +418,32 @@ impl Fanout {
     }
 
     /// What a client resuming `symbol` after `seq` `seen` is sent: the
-    /// ticks it missed, nothing if it is current, or a reset snapshot.
-    fn resume(&mut self, symbol: SymbolId, seen: u64, frames: &mut Vec<Bytes>) {
+    /// ticks it missed (only the newest if it is `throttled`, as it skips
+    /// ticks anyway), nothing if it is current, or a reset snapshot when
+    /// they are gone or would take it past `budget` replayed ticks.
+    fn resume(
+        &mut self,
+        symbol: SymbolId,
+        seen: u64,
+        throttled: bool,
+        budget: &mut usize,
+        frames: &mut Vec<Bytes>,
+    ) {
         let Some(latest) = self.last[symbol as usize] else {
             return;
         };
         match self.history.since(symbol, seen, latest.seq) {
             Replay::UpToDate => {}
-            Replay::Ticks(ticks) => {
+            Replay::Ticks(ticks) if throttled => {
+                Stats::add(&self.stats.replayed, 1);
+                frames.extend(ticks.last().map(|&newest| newest.clone()));
+            }
+            Replay::Ticks(ticks) if ticks.len() <= *budget => {
+                *budget -= ticks.len();
                 Stats::add(&self.stats.replayed, ticks.len() as u64);
                 frames.extend(ticks.into_iter().cloned());
             }
-            Replay::Gone => {
+            Replay::Ticks(_) | Replay::Gone => {
                 Stats::add(&self.stats.resets, 1);
                 frames.extend(self.snapshot_frame(symbol, TickKind::Reset));
             }
@@ -486,9 +506,12 @@ impl Fanout {
                         names_reply(&self.symbols, &added, true)
                     };
                     let mut frames = vec![reply];
+                    let mut budget = MAX_REPLAY_TICKS;
                     for &id in &added {
                         match from.get(&id) {
-                            Some(&seen) => self.resume(id, seen, &mut frames),
+                            Some(&seen) => {
+                                self.resume(id, seen, interval.is_some(), &mut budget, &mut frames);
+                            }
                             None => frames.extend(self.snapshot_frame(id, TickKind::Snapshot)),
                         }
                     }

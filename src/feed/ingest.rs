@@ -117,6 +117,11 @@ impl IngestPort {
         self
     }
 
+    /// Whether `token` is the ingest token.
+    pub fn is_token(&self, token: Option<&str>) -> bool {
+        constant_time_eq(token.unwrap_or("").as_bytes(), self.token.as_bytes())
+    }
+
     /// Checks `token` and takes the producer for one publisher, closing a
     /// publisher that holds it and waiting up to [`TAKEOVER_WAIT`] for it
     /// to let go.

@@ -186,7 +186,7 @@ async fn route(
         }
         (&Method::GET, "/ingest") => ws::ingest(req, &state).await,
         (&Method::GET, "/healthz") => status::healthz(),
-        (&Method::GET, "/symbols") => status::symbols(&state).await,
+        (&Method::GET, "/symbols") => status::symbols(&req, &state).await,
         (&Method::GET, "/metrics") => status::metrics(&state),
         (
             _,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::{text, AppState, Body};
@@ -36,8 +37,28 @@ struct Quote<'a> {
     ts: Option<u64>,
 }
 
-/// Every symbol with its last price and seq, as a JSON array.
-pub async fn symbols(state: &Arc<AppState>) -> Response<Body> {
+/// Every symbol with its last price and seq, as a JSON array. With
+/// `--auth-secret` it needs a client token (or the ingest token, for a
+/// publisher carrying on the seqs) and lists only the symbols it covers.
+pub async fn symbols(req: &Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+    let grant = match &state.auth {
+        None => None,
+        Some(auth) => {
+            let token = super::ws::presented_token(req);
+            let publisher = state
+                .ingest
+                .as_ref()
+                .is_some_and(|port| port.is_token(token.as_deref()));
+            if publisher {
+                None
+            } else {
+                match auth.verify(token.as_deref()) {
+                    Ok(grant) => Some(grant),
+                    Err(err) => return super::ws::unauthorized(format!("{err}\n")),
+                }
+            }
+        }
+    };
     let Some(quotes) = state.fanout.quotes().await else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -48,6 +69,7 @@ pub async fn symbols(state: &Arc<AppState>) -> Response<Body> {
     let rows: Vec<Quote<'_>> = table
         .ids()
         .zip(quotes)
+        .filter(|&(id, _)| grant.as_ref().is_none_or(|g| g.allows(table.name(id))))
         .map(|(id, last)| Quote {
             sym: table.name(id),
             seq: last.map_or(0, |t| t.seq),

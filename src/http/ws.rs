@@ -109,7 +109,7 @@ pub fn echo(req: Request<Incoming>, peer: IpAddr, state: &Arc<AppState>) -> Resp
 }
 
 /// A `401` with `body` and the `WWW-Authenticate: Bearer` challenge.
-fn unauthorized(body: String) -> Response<Body> {
+pub(super) fn unauthorized(body: String) -> Response<Body> {
     Response::builder()
         .status(StatusCode::UNAUTHORIZED)
         .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -154,7 +154,7 @@ pub async fn ingest(req: Request<Incoming>, state: &Arc<AppState>) -> Response<B
 }
 
 /// The token in `Authorization: Bearer …` or the `token` query parameter.
-fn presented_token(req: &Request<Incoming>) -> Option<String> {
+pub(super) fn presented_token(req: &Request<Incoming>) -> Option<String> {
     let header = req
         .headers()
         .get(hyper::header::AUTHORIZATION)

@@ -20,6 +20,9 @@ pub const ALL_SYMBOLS: &str = "*";
 /// Highest `max_hz` a client may ask for.
 pub const MAX_HZ: f64 = 1000.0;
 
+/// Lowest `max_hz` a client may ask for (one update in 100 s).
+pub const MIN_HZ: f64 = 0.01;
+
 /// The options of a `subscribe` beyond its symbols.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SubscribeOptions {
@@ -137,10 +140,10 @@ fn subscribe_options(
     let max_hz = match object.get("max_hz") {
         None => None,
         Some(hz) => match hz.cast_f64() {
-            Some(hz) if hz > 0.0 && hz <= MAX_HZ => Some(hz),
+            Some(hz) if (MIN_HZ..=MAX_HZ).contains(&hz) => Some(hz),
             _ => {
                 return Err(bad(
-                    r#""max_hz" must be a number of updates per second above 0 and at most 1000, e.g. 4"#,
+                    r#""max_hz" must be a number of updates per second from 0.01 to 1000, e.g. 4"#,
                 ))
             }
         },
@@ -310,6 +313,7 @@ mod tests {
             r#""from":{"A":-1}"#,
             r#""from":{"A":"7"}"#,
             r#""max_hz":0"#,
+            r#""max_hz":1e-14"#,
             r#""max_hz":1001"#,
             r#""max_hz":"4""#,
             r#""batch":1"#,

@@ -176,8 +176,17 @@ impl Outbox {
     /// peer, or closes with 1008 if it sent nothing since the last ping.
     /// Returns false once the connection is closing.
     pub fn ping_or_close(&self, interval: Duration) -> bool {
-        if self.is_closing() {
-            return false;
+        {
+            let state = self.lock();
+            if !matches!(state.closing, Closing::Open) {
+                return false;
+            }
+            if state.reply_bytes > self.limits.max_bytes {
+                // The reader is holding back until the peer reads its
+                // replies, so it cannot hear a pong; the write timeout
+                // covers a peer that reads nothing.
+                return true;
+            }
         }
         if !self.heard.swap(false, Ordering::Relaxed) {
             let reason = format!("no pong within {} s", interval.as_secs_f64());

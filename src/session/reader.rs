@@ -77,6 +77,8 @@ where
     // requests without reading: the next frame waits until replies drain.
     let mut obligated = |frame: Frame<'_>| {
         if frame.opcode == OpCode::Pong {
+            // Answering the client's ping: it is alive too.
+            outbox.heard();
             outbox.push_reply(pong_frame(&frame.payload));
         }
         let outbox = outbox.clone();
@@ -385,9 +387,6 @@ impl Reader {
             Err(err) => return self.outbox.push_error(&err),
         };
         let interval = options.max_hz.map(interval_for);
-        if let Some(batch) = options.batch {
-            self.outbox.set_batch(batch);
-        }
         let (mut star, ids) = self.resolve(names);
         let mut ids = self.entitled(ids);
         if !star && ids.is_empty() {
@@ -438,6 +437,9 @@ impl Reader {
             return;
         }
         subs.throttled |= interval.is_some();
+        if let Some(batch) = options.batch {
+            self.outbox.set_batch(batch);
+        }
         if star {
             subs.all = true;
             subs.symbols.clear();
@@ -490,6 +492,11 @@ impl Reader {
                     .filter(|id| !removed_set.contains(id))
                     .collect();
             }
+        }
+        if !subs.all && subs.symbols.is_empty() {
+            // Nothing left, throttled or not: a later `*` may take the
+            // fast path again.
+            subs.throttled = false;
         }
         let conn = self.conn;
         self.fanout

@@ -90,7 +90,17 @@ pub async fn run<W: AsyncWrite + Unpin>(socket: &mut W, outbox: &Outbox) -> io::
                     }
                 }
                 Take::Idle => {
-                    outbox.changed().await;
+                    // A TLS stream keeps bytes of its own after accepting
+                    // them: push those out while waiting (for plain TCP
+                    // the flush is immediate).
+                    tokio::select! {
+                        biased;
+                        flushed = socket.flush() => {
+                            flushed?;
+                            outbox.changed().await;
+                        }
+                        () = outbox.changed() => {}
+                    }
                     continue;
                 }
                 Take::Close(frame) => return send_close(socket, frame, close_linger).await,

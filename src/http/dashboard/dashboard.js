@@ -10,6 +10,9 @@
 
   /** Updates per second asked of the server for each symbol; 0: every tick. */
   const MAX_HZ = numberParam("max_hz", 4);
+  // Most symbols a reconnect resumes with `from` (about 13 bytes each, and
+  // client messages are capped at 64 KiB).
+  const MAX_RESUME_SYMBOLS = 2000;
   /** Prices kept for each sparkline. */
   const SPARK_POINTS = 60;
   /** Sparkline size in CSS pixels, as in dashboard.css. */
@@ -217,7 +220,10 @@
       if (MAX_HZ > 0) request.max_hz = MAX_HZ;
       const from = {};
       for (const [sym, q] of quotes) if (q.seq > 0) from[sym] = q.seq;
-      const named = Object.keys(from);
+      let named = Object.keys(from);
+      // Past a few thousand symbols the request would outgrow the server's
+      // message limit: start over from snapshots instead.
+      if (named.length > MAX_RESUME_SYMBOLS) named = [];
       resume = named.length > 0 ? { symbols: new Set(named), pending: new Set(named), reset: new Set() } : null;
       if (resume !== null) request.from = from;
       awaitingReply = true;
@@ -247,7 +253,7 @@
           break;
         case "error":
           notify("error", `Server error ${msg.code}: ${msg.message}`);
-          if (awaitingReply && msg.code === "bad_request") {
+          if (awaitingReply && (msg.code === "bad_request" || msg.code === "too_many_symbols")) {
             // The options were refused and nothing was subscribed: fall
             // back to the plain request every server version takes.
             resume = null;
