@@ -31,6 +31,8 @@ pub enum FeedSource {
     Sim,
     /// External publishers at `GET /ingest` (needs `--ingest-token`).
     Ingest,
+    /// Subjects `ticks.<SYMBOL>` on the NATS server at `--nats-url`.
+    Nats,
 }
 
 /// tickcast: a market-data ticker fan-out server.
@@ -59,10 +61,21 @@ pub struct Config {
     #[arg(long, env = "TICKCAST_RATE", default_value_t = 1000.0, value_parser = parse_rate)]
     pub rate: f64,
 
-    /// Where ticks come from: `sim`, the built-in simulator, or `ingest`,
-    /// a publisher connecting to /ingest (e.g. `feed-sim publish`).
+    /// Where ticks come from: `sim`, the built-in simulator; `ingest`, a
+    /// publisher connecting to /ingest (e.g. `feed-sim publish`); or
+    /// `nats`, subjects `ticks.<SYMBOL>` on the NATS server at --nats-url
+    /// (e.g. `feed-sim publish --nats`; see docs/CLUSTER.md).
     #[arg(long, env = "TICKCAST_FEED", value_enum, default_value = "sim")]
     pub feed: FeedSource,
+
+    /// The NATS server(s) `--feed nats` subscribes to, comma-separated
+    /// (e.g. `nats://10.0.0.1:4222,nats://10.0.0.2:4222`).
+    #[arg(
+        long,
+        env = "TICKCAST_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
 
     /// Token a publisher must present at /ingest, as `Authorization:
     /// Bearer TOKEN` or `?token=TOKEN`. Required with `--feed ingest`.

@@ -79,4 +79,12 @@ pub enum Error {
     /// The feed thread could not start.
     #[error("cannot start the feed thread: {0}; the system may be out of threads or memory")]
     FeedThread(io::Error),
+    /// `--feed nats` could not set up its NATS client.
+    #[error("cannot use the NATS server at {url}: {message}; give --nats-url as nats://HOST:PORT (comma-separated for several)")]
+    Nats {
+        /// The `--nats-url` given.
+        url: String,
+        /// What the NATS client said.
+        message: String,
+    },
 }

@@ -116,8 +116,26 @@ impl Collector for StatsCollector {
         counter(
             e,
             "ticks_ingested",
-            "Ticks publishers sent through /ingest",
+            "Ticks publishers sent through /ingest or NATS",
             &s.ticks_ingested,
+        )?;
+        gauge(
+            e,
+            "feed_connected",
+            "1 while the feed is connected to its source (0: NATS connection lost)",
+            i64::from(s.feed_connected.load(Ordering::Relaxed)),
+        )?;
+        counter(
+            e,
+            "feed_unknown_symbols",
+            "Feed messages dropped for naming a symbol this server does not carry",
+            &s.feed_unknown_symbols,
+        )?;
+        counter(
+            e,
+            "feed_bad_ticks",
+            "Feed messages dropped for not decoding, a bad price or a seq not after the last",
+            &s.feed_bad_ticks,
         )?;
         counter(
             e,
@@ -208,6 +226,7 @@ mod tests {
         for line in [
             "tickcast_frames_sent_total 42",
             "tickcast_connections 3",
+            "tickcast_feed_connected 1",
             "tickcast_errors_total{code=\"unknown_symbol\"} 1",
             "tickcast_errors_total{code=\"bad_json\"} 0",
             "tickcast_fanout_latency_seconds_count 1",

@@ -171,11 +171,13 @@ impl Server {
         let specs = universe(config.symbols as usize);
         let symbols = Arc::new(SymbolTable::new(specs.iter().map(|s| s.name.clone())));
 
-        // Stage 1 → 2: the feed writes the ring, from the simulator thread
-        // or from a publisher connected to /ingest.
+        // Stage 1 → 2: the feed writes the ring, from the simulator thread,
+        // a publisher connected to /ingest, or a NATS subscription.
         let producer = ring::channel::<Tick>(config.ring_capacity as usize);
         let cursor = producer.cursor();
         let wake = Arc::new(Notify::new());
+        let token = CancellationToken::new();
+        let mut nats_feed = None;
         let (feed, ingest) = match config.feed {
             FeedSource::Sim => {
                 let simulator = Simulator::new(&specs, config.rate, config.seed);
@@ -201,9 +203,25 @@ impl Server {
                 .with_ping_interval(config.pings());
                 (None, Some(Arc::new(port)))
             }
+            FeedSource::Nats => {
+                let task = feed::nats::spawn(
+                    &config.nats_url,
+                    producer,
+                    wake.clone(),
+                    symbols.clone(),
+                    stats.clone(),
+                    token.clone(),
+                )
+                .await
+                .map_err(|err| Error::Nats {
+                    url: config.nats_url.clone(),
+                    message: err.to_string(),
+                })?;
+                nats_feed = Some(task);
+                (None, None)
+            }
         };
 
-        let token = CancellationToken::new();
         let (state, fanout_task) =
             start_stages(&config, symbols, stats, cursor, wake, ingest, token.clone());
         let addr = listener.local_addr().unwrap_or(config.listen);
@@ -221,6 +239,11 @@ impl Server {
             FeedSource::Ingest => tracing::info!(
                 symbols = config.symbols,
                 "tickcast is serving {ws}://{addr}/ws; publishers connect to {ws}://{addr}/ingest"
+            ),
+            FeedSource::Nats => tracing::info!(
+                symbols = config.symbols,
+                nats = %config.nats_url,
+                "tickcast is serving {ws}://{addr}/ws with ticks from NATS subjects ticks.>"
             ),
         }
         if config.auth_secret.is_some() {
@@ -249,6 +272,9 @@ impl Server {
         }
         if let Some(feed) = feed {
             feed.stop();
+        }
+        if let Some(task) = nats_feed {
+            let _ = task.await;
         }
         Ok(())
     }

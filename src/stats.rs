@@ -4,7 +4,7 @@
 //! conflation, close and connection events, once per tick, or once per
 //! socket write).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
@@ -33,6 +33,14 @@ pub struct Stats {
     pub write_latency: Histogram,
     /// Ticks publishers sent through `/ingest` and the ring accepted.
     pub ticks_ingested: AtomicU64,
+    /// Whether the feed is connected to its source: false only while the
+    /// NATS feed has lost (or not yet made) its connection.
+    pub feed_connected: AtomicBool,
+    /// Feed messages dropped for naming a symbol the server does not carry.
+    pub feed_unknown_symbols: AtomicU64,
+    /// Feed messages dropped for not decoding, a bad price or a `seq` not
+    /// after the symbol's last one.
+    pub feed_bad_ticks: AtomicU64,
     /// Ticks the fan-out has read from the ring.
     pub ticks_read: AtomicU64,
     /// Ticks the fan-out lost because it fell a whole ring behind.
@@ -70,6 +78,9 @@ impl Default for Stats {
             fanout_latency: Histogram::new(buckets()),
             write_latency: Histogram::new(buckets()),
             ticks_ingested: AtomicU64::new(0),
+            feed_connected: AtomicBool::new(true),
+            feed_unknown_symbols: AtomicU64::new(0),
+            feed_bad_ticks: AtomicU64::new(0),
             ticks_read: AtomicU64::new(0),
             ring_lagged: AtomicU64::new(0),
             feed_gaps: AtomicU64::new(0),

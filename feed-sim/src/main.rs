@@ -21,7 +21,8 @@ struct Cli {
 enum Command {
     /// Open many clients against a server and measure what they receive.
     Load(load::LoadArgs),
-    /// Publish simulated ticks to a server's /ingest endpoint.
+    /// Publish simulated ticks to a server's /ingest endpoint, or to NATS
+    /// (--nats) for a cluster of servers started with --feed nats.
     Publish(publish::PublishArgs),
     /// Churn connections for a while, then check that the server's memory
     /// and file descriptors came back to their baseline.

@@ -8,6 +8,12 @@
 //! `seq` and `ts`; the server keeps them. Each symbol's `seq` carries on
 //! from the last one the server has (read from `GET /symbols` first), so a
 //! restarted publisher is not refused for replaying old numbers.
+//!
+//! With `--nats nats://HOST:PORT`, the ticks go to a NATS server instead,
+//! one message per tick on `ticks.<SYMBOL>` in the payload format of
+//! `tickcast::feed::nats` (JSON `{"seq","px","bid","ask","size","ts"}`),
+//! for any number of servers started with `--feed nats`. Seqs start at 1,
+//! or carry on from a node's `GET /symbols` with `--continue-from`.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -20,6 +26,7 @@ use fastwebsockets::{after_handshake_split, FragmentCollectorRead, Frame, OpCode
 use tokio::net::TcpStream;
 
 use tickcast::fanout::encode::{write_tick_json, TickKind};
+use tickcast::feed::nats;
 use tickcast::feed::now_nanos;
 use tickcast::feed::pacer::Pacer;
 use tickcast::feed::sim::Simulator;
@@ -38,9 +45,24 @@ pub struct PublishArgs {
     #[arg(long, default_value = "ws://127.0.0.1:8080/ingest")]
     pub url: String,
 
-    /// The server's `--ingest-token`.
-    #[arg(long, env = "TICKCAST_INGEST_TOKEN", hide_env_values = true)]
-    pub token: String,
+    /// The server's `--ingest-token` (not used with --nats).
+    #[arg(
+        long,
+        env = "TICKCAST_INGEST_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "nats"
+    )]
+    pub token: Option<String>,
+
+    /// Publish to this NATS server (subjects `ticks.<SYMBOL>`) instead of
+    /// a server's /ingest; nodes started with `--feed nats` pick them up.
+    #[arg(long)]
+    pub nats: Option<String>,
+
+    /// With --nats: carry each symbol's seq on from the one this node
+    /// (`ws://HOST:PORT/ws`) last received, for a restarted publisher.
+    #[arg(long, requires = "nats")]
+    pub continue_from: Option<String>,
 
     /// Number of symbols; use the server's `--symbols`, since both take the
     /// same list (real tickers first, then generated names).
@@ -100,11 +122,83 @@ pub fn publish(args: &PublishArgs) -> anyhow::Result<Published> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if let Some(url) = &args.nats {
+        return runtime.block_on(publish_nats(args, url));
+    }
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, publish_on(args))
 }
 
+/// Publishes to a NATS server: one message per tick on `ticks.<SYMBOL>`.
+async fn publish_nats(args: &PublishArgs, url: &str) -> anyhow::Result<Published> {
+    let client = async_nats::ConnectOptions::new()
+        .name("feed-sim publish")
+        .connect(url)
+        .await
+        .with_context(|| {
+            format!("could not connect to NATS at {url}: is nats-server running there?")
+        })?;
+    let specs = universe(args.symbols);
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let subjects: Vec<String> = names.iter().map(|n| nats::subject(n)).collect();
+    let mut simulator = Simulator::new(&specs, args.rate, args.seed);
+    if let Some(node) = &args.continue_from {
+        let target = Target::parse(node)?;
+        let known = ws::fetch_symbols(&target, args.token.as_deref())
+            .await
+            .with_context(|| format!("reading GET /symbols from {node}"))?;
+        for (id, row) in known.iter().enumerate().take(names.len()) {
+            if row.sym != names[id] {
+                bail!(
+                    "the node's symbol {id} is {} but this publisher's is {}: give --symbols the nodes' --symbols",
+                    row.sym,
+                    names[id]
+                );
+            }
+            simulator.continue_after(id, row.seq);
+        }
+    }
+    let start = Instant::now();
+    let end = args.duration.map(|d| start + Duration::from_secs_f64(d));
+    let mut pacer = Pacer::new(args.rate, start);
+    let mut published = Published::default();
+    loop {
+        let now = Instant::now();
+        if end.is_some_and(|end| now >= end) {
+            break;
+        }
+        let due = pacer.due(now);
+        for _ in 0..due {
+            let tick = simulator.next_tick(now_nanos());
+            let payload = nats::WireTick::from_tick(&tick).encode();
+            client
+                .publish(subjects[tick.symbol as usize].clone(), payload.into())
+                .await
+                .context("the NATS connection closed")?;
+        }
+        if due > 0 {
+            client
+                .flush()
+                .await
+                .context("could not flush to NATS; is the server still up?")?;
+            published.ticks += due;
+            published.frames += due;
+        }
+        let next = pacer.next_deadline();
+        let wait = match end {
+            Some(end) => next.min(end),
+            None => next,
+        };
+        tokio::time::sleep_until(wait.into()).await;
+    }
+    published.seconds = start.elapsed().as_secs_f64();
+    Ok(published)
+}
+
 async fn publish_on(args: &PublishArgs) -> anyhow::Result<Published> {
+    if args.token.is_none() {
+        bail!("give the server's --ingest-token with --token (or TICKCAST_INGEST_TOKEN)");
+    }
     let target = Target::parse(&args.url)?;
     let stream = TcpStream::connect(target.addr).await.with_context(|| {
         format!(
@@ -113,7 +207,7 @@ async fn publish_on(args: &PublishArgs) -> anyhow::Result<Published> {
         )
     })?;
     stream.set_nodelay(true)?;
-    let ws = ws::upgrade(stream, &target, Some(&args.token)).await?;
+    let ws = ws::upgrade(stream, &target, args.token.as_deref()).await?;
     let parts = ws
         .into_inner()
         .into_inner()
@@ -170,7 +264,7 @@ async fn publish_on(args: &PublishArgs) -> anyhow::Result<Published> {
     let mut simulator = Simulator::new(&specs, args.rate, args.seed);
     // Carry on from the seqs the server already has (a restarted publisher
     // must not replay numbers the server has published).
-    let known = ws::fetch_symbols(&target, Some(&args.token))
+    let known = ws::fetch_symbols(&target, args.token.as_deref())
         .await
         .context("reading GET /symbols from the server")?;
     for (id, row) in known.iter().enumerate().take(names.len()) {

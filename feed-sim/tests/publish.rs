@@ -14,7 +14,9 @@ const TOKEN: &str = "publisher-token";
 fn publish_args(addr: std::net::SocketAddr, token: &str, seconds: f64) -> PublishArgs {
     PublishArgs {
         url: format!("ws://{addr}/ingest"),
-        token: token.into(),
+        token: Some(token.into()),
+        nats: None,
+        continue_from: None,
         symbols: 100,
         rate: 2_000.0,
         seed: 5,

@@ -9,9 +9,11 @@
 //!
 //! The built-in source is the [`sim::Simulator`] paced by [`pacer::Pacer`];
 //! with `--feed ingest`, an external publisher fills the ring through
-//! [`ingest`] instead.
+//! [`ingest`] instead, and with `--feed nats` ticks come from a NATS
+//! server through [`nats`] (the same stream on every node of a cluster).
 
 pub mod ingest;
+pub mod nats;
 pub mod pacer;
 pub mod sim;
 pub mod symbols;

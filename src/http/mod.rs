@@ -185,7 +185,7 @@ async fn route(
             ws::echo(req, peer, &state)
         }
         (&Method::GET, "/ingest") => ws::ingest(req, &state).await,
-        (&Method::GET, "/healthz") => status::healthz(),
+        (&Method::GET, "/healthz") => status::healthz(&state),
         (&Method::GET, "/symbols") => status::symbols(&req, &state).await,
         (&Method::GET, "/metrics") => status::metrics(&state),
         (

@@ -11,9 +11,24 @@ use serde::Serialize;
 
 use super::{text, AppState, Body};
 
-/// 200 `ok` while the server runs.
-pub fn healthz() -> Response<Body> {
-    text(StatusCode::OK, "ok\n")
+/// 200 `ok` while the server runs and its feed is connected; 503 `not
+/// ready: NATS disconnected` while the NATS feed has no connection (the
+/// node still serves its last snapshots; a load balancer should send new
+/// clients elsewhere).
+pub fn healthz(state: &AppState) -> Response<Body> {
+    if state
+        .session
+        .stats
+        .feed_connected
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        text(StatusCode::OK, "ok\n")
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: NATS disconnected\n",
+        )
+    }
 }
 
 /// `GET /metrics`: every counter and histogram, for Prometheus.

@@ -1,0 +1,272 @@
+//! The NATS feed (`--feed nats`): ticks arrive from a NATS server, so any
+//! number of tickcast nodes can carry the same stream from one publisher
+//! (`feed-sim publish --nats`, or any program speaking this format).
+//!
+//! Subjects and payload: each tick is one message on `ticks.<SYMBOL>`
+//! (`ticks.AAPL`, `ticks.BRK.B`), its payload a JSON object
+//!
+//! ```json
+//! {"seq":42,"px":187.25,"bid":187.24,"ask":187.26,"size":300,"ts":1732250000123456789}
+//! ```
+//!
+//! `seq` (per symbol, from 1) and `ts` (ns since the Unix epoch) are the
+//! publisher's, and are kept: every node carries identical seqs, so a
+//! client moving between nodes resumes with `from` gap-free. A tick whose
+//! `seq` is not after the symbol's last one is dropped (a duplicate), one
+//! for a symbol the node does not carry or one that does not decode is
+//! counted and dropped; none of them is fatal. A `seq` that skips ahead
+//! (ticks missed while disconnected) reaches subscribers as a reset
+//! snapshot, as for any feed gap.
+//!
+//! While the connection to NATS is down the node keeps serving the last
+//! snapshots, `/healthz` answers 503 and `tickcast_feed_connected` is 0;
+//! the client reconnects by itself, and resubscribes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::ring::Producer;
+use crate::stats::Stats;
+use crate::tick::{SymbolId, SymbolTable, Tick};
+
+/// Subjects are this prefix followed by the symbol.
+pub const SUBJECT_PREFIX: &str = "ticks.";
+
+/// What a node subscribes to: every symbol (names may contain dots).
+pub const SUBSCRIPTION: &str = "ticks.>";
+
+/// The subject a tick of `symbol` is published on.
+pub fn subject(symbol: &str) -> String {
+    format!("{SUBJECT_PREFIX}{symbol}")
+}
+
+/// One tick's payload on the wire (the symbol is in the subject).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireTick {
+    /// Per-symbol sequence number, from 1.
+    pub seq: u64,
+    /// Last trade price.
+    pub px: f64,
+    /// Best bid.
+    pub bid: f64,
+    /// Best ask.
+    pub ask: f64,
+    /// Last trade size.
+    pub size: u32,
+    /// Publisher's wall clock, ns since the Unix epoch.
+    pub ts: u64,
+}
+
+impl WireTick {
+    /// The payload of `tick`.
+    pub fn from_tick(tick: &Tick) -> Self {
+        WireTick {
+            seq: tick.seq,
+            px: tick.px,
+            bid: tick.bid,
+            ask: tick.ask,
+            size: tick.size,
+            ts: tick.ts,
+        }
+    }
+
+    /// Encodes the payload as JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a tick always serializes")
+    }
+
+    /// Decodes a payload; refuses prices that are not finite and
+    /// non-negative.
+    pub fn decode(payload: &[u8]) -> Result<Self, String> {
+        let tick: WireTick = serde_json::from_slice(payload).map_err(|err| {
+            format!("not a tick ({err}); the payload needs seq, px, bid, ask, size and ts")
+        })?;
+        if [tick.px, tick.bid, tick.ask]
+            .iter()
+            .any(|p| !p.is_finite() || *p < 0.0)
+        {
+            return Err(format!(
+                "tick {} has a price that is not a finite non-negative number",
+                tick.seq
+            ));
+        }
+        Ok(tick)
+    }
+}
+
+/// How the NATS client retries: quickly at first, then every 2 s at most.
+fn reconnect_delay(attempts: usize) -> Duration {
+    Duration::from_millis(100 * attempts.min(20) as u64)
+}
+
+/// Connects to `url` (retrying in the background if NATS is not up yet)
+/// and starts the task that writes every tick from `ticks.>` into
+/// `producer`, waking `wake` after each batch, until `shutdown` fires.
+pub async fn spawn(
+    url: &str,
+    mut producer: Producer<Tick>,
+    wake: Arc<Notify>,
+    symbols: Arc<SymbolTable>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, async_nats::Error> {
+    stats.feed_connected.store(false, Ordering::Relaxed);
+    let event_stats = stats.clone();
+    let shown_url = url.to_string();
+    let client = async_nats::ConnectOptions::new()
+        .name("tickcast")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(reconnect_delay)
+        .event_callback(move |event| {
+            let stats = event_stats.clone();
+            let url = shown_url.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        stats.feed_connected.store(true, Ordering::Relaxed);
+                        tracing::info!("connected to NATS at {url}; receiving ticks.>");
+                    }
+                    async_nats::Event::Disconnected => {
+                        stats.feed_connected.store(false, Ordering::Relaxed);
+                        tracing::warn!(
+                            "lost the connection to NATS at {url}; serving the last snapshots \
+                             and reconnecting (/healthz answers 503 meanwhile)"
+                        );
+                    }
+                    async_nats::Event::Closed => {
+                        stats.feed_connected.store(false, Ordering::Relaxed);
+                    }
+                    other => tracing::warn!("NATS: {other}"),
+                }
+            }
+        })
+        .connect(
+            url.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+    let mut subscriber = client.subscribe(SUBSCRIPTION).await?;
+    let mut last_seq = vec![0u64; symbols.len()];
+    Ok(tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = subscriber.next() => match message {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
+            let mut published = 0;
+            let mut next = Some(message);
+            // Drain what is already buffered, then wake the fan-out once.
+            while let Some(message) = next.take() {
+                if publish(
+                    &mut producer,
+                    &symbols,
+                    &stats,
+                    &mut last_seq,
+                    &message.subject,
+                    &message.payload,
+                ) {
+                    published += 1;
+                }
+                if published >= 1024 {
+                    break;
+                }
+                next = futures_util::FutureExt::now_or_never(subscriber.next()).flatten();
+            }
+            if published > 0 {
+                Stats::add(&stats.ticks_ingested, published);
+                wake.notify_one();
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.drain()).await;
+    }))
+}
+
+/// Writes one message into the ring if it is a tick the node should
+/// carry; counts and drops it otherwise. Returns whether it was written.
+fn publish(
+    producer: &mut Producer<Tick>,
+    symbols: &SymbolTable,
+    stats: &Stats,
+    last_seq: &mut [u64],
+    subject: &str,
+    payload: &[u8],
+) -> bool {
+    let name = subject.strip_prefix(SUBJECT_PREFIX).unwrap_or(subject);
+    let Some(symbol) = symbols.id(name) else {
+        Stats::add(&stats.feed_unknown_symbols, 1);
+        tracing::debug!(
+            subject,
+            "dropped a tick of a symbol this node does not carry; give it the publisher's --symbols"
+        );
+        return false;
+    };
+    let wire = match WireTick::decode(payload) {
+        Ok(wire) => wire,
+        Err(err) => {
+            Stats::add(&stats.feed_bad_ticks, 1);
+            tracing::debug!(subject, "dropped a message: {err}");
+            return false;
+        }
+    };
+    let last = &mut last_seq[symbol as usize];
+    if wire.seq <= *last {
+        Stats::add(&stats.feed_bad_ticks, 1);
+        tracing::debug!(
+            subject,
+            seq = wire.seq,
+            last = *last,
+            "dropped a tick whose seq is not after the last one (a duplicate or a restarted publisher)"
+        );
+        return false;
+    }
+    *last = wire.seq;
+    producer.publish(Tick {
+        symbol: symbol as SymbolId,
+        seq: wire.seq,
+        px: wire.px,
+        bid: wire.bid,
+        ask: wire.ask,
+        size: wire.size,
+        ts: wire.ts,
+    });
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_and_bad_prices_are_refused() {
+        let tick = WireTick {
+            seq: 42,
+            px: 187.25,
+            bid: 187.24,
+            ask: 187.26,
+            size: 300,
+            ts: 1_732_250_000_123_456_789,
+        };
+        assert_eq!(WireTick::decode(&tick.encode()), Ok(tick));
+        let bad = br#"{"seq":1,"px":-1,"bid":1,"ask":1,"size":1,"ts":1}"#;
+        assert!(WireTick::decode(bad).unwrap_err().contains("finite"));
+        assert!(WireTick::decode(b"{}").unwrap_err().contains("needs seq"));
+    }
+
+    #[test]
+    fn subjects_keep_dotted_symbols_whole() {
+        assert_eq!(subject("BRK.B"), "ticks.BRK.B");
+    }
+}
