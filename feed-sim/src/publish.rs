@@ -122,11 +122,11 @@ pub fn publish(args: &PublishArgs) -> anyhow::Result<Published> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    if let Some(url) = &args.nats {
-        return runtime.block_on(publish_nats(args, url));
-    }
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, publish_on(args))
+    match &args.nats {
+        Some(url) => local.block_on(&runtime, publish_nats(args, url)),
+        None => local.block_on(&runtime, publish_on(args)),
+    }
 }
 
 /// Publishes to a NATS server: one message per tick on `ticks.<SYMBOL>`.
