@@ -117,7 +117,19 @@ pub async fn spawn(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, async_nats::Error> {
+    // Checked here: the background retries would otherwise retry a URL
+    // that can never work, forever and quietly.
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::parse::<async_nats::ServerAddr>)
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err("no NATS server given".into());
+    }
     stats.feed_connected.store(false, Ordering::Relaxed);
+    tracing::info!("connecting to NATS at {url}");
     let event_stats = stats.clone();
     let shown_url = url.to_string();
     let client = async_nats::ConnectOptions::new()
@@ -144,16 +156,18 @@ pub async fn spawn(
                     async_nats::Event::Closed => {
                         stats.feed_connected.store(false, Ordering::Relaxed);
                     }
+                    // Each failed retry while disconnected says the same
+                    // thing; the loss itself was logged once.
+                    async_nats::Event::ClientError(err)
+                        if !stats.feed_connected.load(Ordering::Relaxed) =>
+                    {
+                        tracing::debug!("NATS at {url} still unreachable: {err}");
+                    }
                     other => tracing::warn!("NATS: {other}"),
                 }
             }
         })
-        .connect(
-            url.split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .collect::<Vec<_>>(),
-        )
+        .connect(servers)
         .await?;
     let mut subscriber = client.subscribe(SUBSCRIPTION).await?;
     let mut last_seq = vec![0u64; symbols.len()];
