@@ -144,19 +144,15 @@ async fn publish_nats(args: &PublishArgs, url: &str) -> anyhow::Result<Published
     let mut simulator = Simulator::new(&specs, args.rate, args.seed);
     if let Some(node) = &args.continue_from {
         let target = Target::parse(node)?;
-        let known = ws::fetch_symbols(&target, args.token.as_deref())
-            .await
-            .with_context(|| format!("reading GET /symbols from {node}"))?;
-        for (id, row) in known.iter().enumerate().take(names.len()) {
-            if row.sym != names[id] {
-                bail!(
-                    "the node's symbol {id} is {} but this publisher's is {}: give --symbols the nodes' --symbols",
-                    row.sym,
-                    names[id]
-                );
-            }
-            simulator.continue_after(id, row.seq);
-        }
+        continue_server_seqs(
+            &target,
+            args.token.as_deref(),
+            &names,
+            &mut simulator,
+            "node",
+        )
+        .await
+        .with_context(|| format!("reading GET /symbols from {node}"))?;
     }
     let start = Instant::now();
     let end = args.duration.map(|d| start + Duration::from_secs_f64(d));
@@ -264,19 +260,15 @@ async fn publish_on(args: &PublishArgs) -> anyhow::Result<Published> {
     let mut simulator = Simulator::new(&specs, args.rate, args.seed);
     // Carry on from the seqs the server already has (a restarted publisher
     // must not replay numbers the server has published).
-    let known = ws::fetch_symbols(&target, args.token.as_deref())
-        .await
-        .context("reading GET /symbols from the server")?;
-    for (id, row) in known.iter().enumerate().take(names.len()) {
-        if row.sym != names[id] {
-            bail!(
-                "the server's symbol {id} is {} but this publisher's is {}: give --symbols the server's --symbols",
-                row.sym,
-                names[id]
-            );
-        }
-        simulator.continue_after(id, row.seq);
-    }
+    continue_server_seqs(
+        &target,
+        args.token.as_deref(),
+        &names,
+        &mut simulator,
+        "server",
+    )
+    .await
+    .context("reading GET /symbols from the server")?;
     let start = Instant::now();
     let end = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let mut pacer = Pacer::new(args.rate, start);
@@ -331,4 +323,28 @@ async fn publish_on(args: &PublishArgs) -> anyhow::Result<Published> {
     let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
     published.errors = errors.get();
     Ok(published)
+}
+
+/// Makes `simulator` carry on after the seqs the `server` (a "server" or
+/// "node", for messages) already has, checking it carries the same
+/// symbols in the same order as `names`.
+async fn continue_server_seqs(
+    target: &Target,
+    token: Option<&str>,
+    names: &[String],
+    simulator: &mut Simulator,
+    server: &str,
+) -> anyhow::Result<()> {
+    let known = ws::fetch_symbols(target, token).await?;
+    for (id, row) in known.iter().enumerate().take(names.len()) {
+        if row.sym != names[id] {
+            bail!(
+                "the {server}'s symbol {id} is {} but this publisher's is {}: give --symbols the {server}'s --symbols",
+                row.sym,
+                names[id]
+            );
+        }
+        simulator.continue_after(id, row.seq);
+    }
+    Ok(())
 }
