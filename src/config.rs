@@ -25,14 +25,15 @@ pub enum LogFormat {
 }
 
 /// Where the ticks come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedSource {
     /// The built-in price simulator.
     Sim,
     /// External publishers at `GET /ingest` (needs `--ingest-token`).
     Ingest,
-    /// Subjects `ticks.<SYMBOL>` on the NATS server at `--nats-url`.
-    Nats,
+    /// Subjects `ticks.<SYMBOL>` on a NATS server: the one(s) given here
+    /// (`--feed nats://HOST:4222`), or else `--nats-url`.
+    Nats(Option<String>),
 }
 
 /// tickcast: a market-data ticker fan-out server.
@@ -62,14 +63,16 @@ pub struct Config {
     pub rate: f64,
 
     /// Where ticks come from: `sim`, the built-in simulator; `ingest`, a
-    /// publisher connecting to /ingest (e.g. `feed-sim publish`); or
-    /// `nats`, subjects `ticks.<SYMBOL>` on the NATS server at --nats-url
-    /// (e.g. `feed-sim publish --nats`; see docs/CLUSTER.md).
-    #[arg(long, env = "TICKCAST_FEED", value_enum, default_value = "sim")]
+    /// publisher connecting to /ingest (e.g. `feed-sim publish`); or NATS
+    /// subjects `ticks.<SYMBOL>` (e.g. from `feed-sim publish --nats`; see
+    /// docs/CLUSTER.md), given as the server URL(s), `nats://HOST:4222`,
+    /// or as `nats` for the server(s) at --nats-url.
+    #[arg(long, env = "TICKCAST_FEED", default_value = "sim", value_parser = parse_feed)]
     pub feed: FeedSource,
 
     /// The NATS server(s) `--feed nats` subscribes to, comma-separated
-    /// (e.g. `nats://10.0.0.1:4222,nats://10.0.0.2:4222`).
+    /// (e.g. `nats://10.0.0.1:4222,nats://10.0.0.2:4222`). A URL given to
+    /// --feed takes its place.
     #[arg(
         long,
         env = "TICKCAST_NATS_URL",
@@ -216,6 +219,14 @@ impl Config {
         }
     }
 
+    /// The NATS server URL(s) the NATS feed connects to, comma-separated.
+    pub fn nats_servers(&self) -> &str {
+        match &self.feed {
+            FeedSource::Nats(Some(urls)) => urls,
+            _ => &self.nats_url,
+        }
+    }
+
     /// Whether the listener speaks TLS.
     pub fn tls(&self) -> bool {
         self.tls_cert.is_some() && self.tls_key.is_some()
@@ -238,6 +249,28 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         ));
     }
     Ok(rate)
+}
+
+fn parse_feed(s: &str) -> Result<FeedSource, String> {
+    match s {
+        "sim" => Ok(FeedSource::Sim),
+        "ingest" => Ok(FeedSource::Ingest),
+        "nats" => Ok(FeedSource::Nats(None)),
+        urls if urls.contains("://") => {
+            for url in urls.split(',') {
+                let scheme = url.trim().split("://").next().unwrap_or_default();
+                if !["nats", "tls", "ws", "wss"].contains(&scheme) {
+                    return Err(format!(
+                        "{url:?} is not a NATS server URL; give one such as nats://127.0.0.1:4222"
+                    ));
+                }
+            }
+            Ok(FeedSource::Nats(Some(urls.to_string())))
+        }
+        other => Err(format!(
+            "{other:?} is not a feed; give sim, ingest, nats, or a NATS server URL such as nats://127.0.0.1:4222"
+        )),
+    }
 }
 
 fn parse_route(s: &str) -> Result<String, String> {
@@ -280,6 +313,22 @@ mod tests {
         assert!(err.to_string().contains("give a rate above 0"), "{err}");
         let err = Config::try_parse_from(["tickcast", "--symbols", "0"]).unwrap_err();
         assert!(err.to_string().contains("1..=100000"), "{err}");
+    }
+
+    #[test]
+    fn the_feed_is_a_name_or_a_nats_url() {
+        assert_eq!(Config::defaults().feed, FeedSource::Sim);
+        let config = Config::try_parse_from(["tickcast", "--feed", "nats"]).unwrap();
+        assert_eq!(config.feed, FeedSource::Nats(None));
+        assert_eq!(config.nats_servers(), "nats://127.0.0.1:4222");
+        let config =
+            Config::try_parse_from(["tickcast", "--feed", "nats://10.0.0.1:4222,nats://b:4222"])
+                .unwrap();
+        assert_eq!(config.nats_servers(), "nats://10.0.0.1:4222,nats://b:4222");
+        let err = Config::try_parse_from(["tickcast", "--feed", "http://x:4222"]).unwrap_err();
+        assert!(err.to_string().contains("not a NATS server URL"), "{err}");
+        let err = Config::try_parse_from(["tickcast", "--feed", "kafka"]).unwrap_err();
+        assert!(err.to_string().contains("give sim, ingest, nats"), "{err}");
     }
 
     #[test]

@@ -80,9 +80,9 @@ pub enum Error {
     #[error("cannot start the feed thread: {0}; the system may be out of threads or memory")]
     FeedThread(io::Error),
     /// `--feed nats` could not set up its NATS client.
-    #[error("cannot use the NATS server at {url}: {message}; give --nats-url as nats://HOST:PORT (comma-separated for several)")]
+    #[error("cannot use the NATS server at {url}: {message}; give --feed nats://HOST:PORT (comma-separated for several)")]
     Nats {
-        /// The `--nats-url` given.
+        /// The NATS server URL(s) given.
         url: String,
         /// What the NATS client said.
         message: String,

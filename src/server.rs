@@ -203,18 +203,17 @@ impl Server {
                 .with_ping_interval(config.pings());
                 (None, Some(Arc::new(port)))
             }
-            FeedSource::Nats => {
+            FeedSource::Nats(_) => {
                 let task = feed::nats::spawn(
-                    &config.nats_url,
+                    config.nats_servers(),
                     producer,
                     wake.clone(),
                     symbols.clone(),
                     stats.clone(),
                     token.clone(),
                 )
-                .await
                 .map_err(|err| Error::Nats {
-                    url: config.nats_url.clone(),
+                    url: config.nats_servers().to_string(),
                     message: err.to_string(),
                 })?;
                 nats_feed = Some(task);
@@ -240,9 +239,9 @@ impl Server {
                 symbols = config.symbols,
                 "tickcast is serving {ws}://{addr}/ws; publishers connect to {ws}://{addr}/ingest"
             ),
-            FeedSource::Nats => tracing::info!(
+            FeedSource::Nats(_) => tracing::info!(
                 symbols = config.symbols,
-                nats = %config.nats_url,
+                nats = %config.nats_servers(),
                 "tickcast is serving {ws}://{addr}/ws with ticks from NATS subjects ticks.>"
             ),
         }
@@ -273,8 +272,9 @@ impl Server {
         if let Some(feed) = feed {
             feed.stop();
         }
-        if let Some(task) = nats_feed {
-            let _ = task.await;
+        if let Some(nats) = nats_feed {
+            // Joining blocks for at most the 2 s drain.
+            let _ = tokio::task::spawn_blocking(move || nats.stop()).await;
         }
         Ok(())
     }

@@ -81,8 +81,7 @@ impl Drop for NatsServer {
 /// A node fed from `nats` (10 symbols).
 async fn node(nats: &NatsServer) -> TestServer {
     let mut cfg = config();
-    cfg.feed = FeedSource::Nats;
-    cfg.nats_url = nats.url();
+    cfg.feed = FeedSource::Nats(Some(nats.url()));
     cfg.symbols = 10;
     start(cfg).await
 }

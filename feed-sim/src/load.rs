@@ -808,6 +808,17 @@ impl Client {
     async fn connect(&self) -> anyhow::Result<(TcpStream, Bytes)> {
         let socket = TcpSocket::new_v4().context("socket")?;
         if let Some(source) = self.source {
+            // Leave the port to connect(), which may reuse one as long as
+            // the 4-tuple is new. bind() with port 0 would reserve a port
+            // no socket uses at all: with tens of thousands of clients, and
+            // the last run's ports in TIME_WAIT, that search costs the load
+            // generator whole seconds of CPU and skews the run.
+            nix::sys::socket::setsockopt(
+                &socket,
+                nix::sys::socket::sockopt::IpBindAddressNoPort,
+                &true,
+            )
+            .context("IP_BIND_ADDRESS_NO_PORT")?;
             socket
                 .bind(SocketAddr::new(source, 0))
                 .with_context(|| format!("bind {source}"))?;

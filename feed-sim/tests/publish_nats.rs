@@ -102,8 +102,7 @@ fn a_node_carries_the_published_seqs_and_a_restart_continues_them() {
     let (_nats, url) = start_nats();
     let nats_url = url.clone();
     let node = start_server_with(move |config| {
-        config.feed = FeedSource::Nats;
-        config.nats_url = nats_url;
+        config.feed = FeedSource::Nats(Some(nats_url));
         config.symbols = 10;
     });
     poll("the node connected to NATS", || {

@@ -21,15 +21,20 @@
 //! While the connection to NATS is down the node keeps serving the last
 //! snapshots, `/healthz` answers 503 and `tickcast_feed_connected` is 0;
 //! the client reconnects by itself, and resubscribes.
+//!
+//! Like the simulator, the NATS client runs on a thread of its own (with
+//! a single-threaded runtime): when the server is saturated, ticks still
+//! reach the ring as they arrive instead of waiting their turn behind
+//! thousands of connection tasks.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::ring::Producer;
@@ -106,17 +111,33 @@ fn reconnect_delay(attempts: usize) -> Duration {
     Duration::from_millis(100 * attempts.min(20) as u64)
 }
 
-/// Connects to `url` (retrying in the background if NATS is not up yet)
-/// and starts the task that writes every tick from `ticks.>` into
-/// `producer`, waking `wake` after each batch, until `shutdown` fires.
-pub async fn spawn(
+/// The running NATS feed thread.
+#[derive(Debug)]
+pub struct NatsFeed {
+    shutdown: CancellationToken,
+    thread: thread::JoinHandle<()>,
+}
+
+impl NatsFeed {
+    /// Drains the NATS connection and waits for the thread to finish.
+    pub fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the thread that connects to `url` (retrying until NATS is up)
+/// and writes every tick from `ticks.>` into `producer`, waking `wake`
+/// after each batch, until `shutdown` fires. Fails at once if `url` is not
+/// a list of NATS server URLs.
+pub fn spawn(
     url: &str,
-    mut producer: Producer<Tick>,
+    producer: Producer<Tick>,
     wake: Arc<Notify>,
     symbols: Arc<SymbolTable>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, async_nats::Error> {
+) -> Result<NatsFeed, async_nats::Error> {
     // Checked here: the background retries would otherwise retry a URL
     // that can never work, forever and quietly.
     let servers = url
@@ -129,10 +150,48 @@ pub async fn spawn(
         return Err("no NATS server given".into());
     }
     stats.feed_connected.store(false, Ordering::Relaxed);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let url = url.to_string();
+    let thread_shutdown = shutdown.clone();
+    let thread = thread::Builder::new()
+        .name("tickcast-nats".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let receive = receive(
+                    &url,
+                    servers,
+                    producer,
+                    wake,
+                    symbols,
+                    stats,
+                    &thread_shutdown,
+                );
+                if let Err(err) = receive.await {
+                    tracing::error!(
+                        "the NATS feed at {url} stopped: {err}; restart the server to resume ticks"
+                    );
+                }
+            });
+        })?;
+    Ok(NatsFeed { shutdown, thread })
+}
+
+/// Connects, subscribes and writes ticks into the ring until `shutdown`.
+async fn receive(
+    url: &str,
+    servers: Vec<async_nats::ServerAddr>,
+    mut producer: Producer<Tick>,
+    wake: Arc<Notify>,
+    symbols: Arc<SymbolTable>,
+    stats: Arc<Stats>,
+    shutdown: &CancellationToken,
+) -> Result<(), async_nats::Error> {
     tracing::info!("connecting to NATS at {url}");
     let event_stats = stats.clone();
     let shown_url = url.to_string();
-    let client = async_nats::ConnectOptions::new()
+    let connect = async_nats::ConnectOptions::new()
         .name("tickcast")
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -167,45 +226,47 @@ pub async fn spawn(
                 }
             }
         })
-        .connect(servers)
-        .await?;
+        .connect(servers);
+    let client = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        client = connect => client?,
+    };
     let mut subscriber = client.subscribe(SUBSCRIPTION).await?;
     let mut last_seq = vec![0u64; symbols.len()];
-    Ok(tokio::spawn(async move {
-        loop {
-            let message = tokio::select! {
-                () = shutdown.cancelled() => break,
-                message = subscriber.next() => match message {
-                    Some(message) => message,
-                    None => break,
-                },
-            };
-            let mut published = 0;
-            let mut next = Some(message);
-            // Drain what is already buffered, then wake the fan-out once.
-            while let Some(message) = next.take() {
-                if publish(
-                    &mut producer,
-                    &symbols,
-                    &stats,
-                    &mut last_seq,
-                    &message.subject,
-                    &message.payload,
-                ) {
-                    published += 1;
-                }
-                if published >= 1024 {
-                    break;
-                }
-                next = futures_util::FutureExt::now_or_never(subscriber.next()).flatten();
+    loop {
+        let message = tokio::select! {
+            () = shutdown.cancelled() => break,
+            message = subscriber.next() => match message {
+                Some(message) => message,
+                None => break,
+            },
+        };
+        let mut published = 0;
+        let mut next = Some(message);
+        // Drain what is already buffered, then wake the fan-out once.
+        while let Some(message) = next.take() {
+            if publish(
+                &mut producer,
+                &symbols,
+                &stats,
+                &mut last_seq,
+                &message.subject,
+                &message.payload,
+            ) {
+                published += 1;
             }
-            if published > 0 {
-                Stats::add(&stats.ticks_ingested, published);
-                wake.notify_one();
+            if published >= 1024 {
+                break;
             }
+            next = futures_util::FutureExt::now_or_never(subscriber.next()).flatten();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), client.drain()).await;
-    }))
+        if published > 0 {
+            Stats::add(&stats.ticks_ingested, published);
+            wake.notify_one();
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.drain()).await;
+    Ok(())
 }
 
 /// Writes one message into the ring if it is a tick the node should
