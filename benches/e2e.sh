@@ -4,7 +4,7 @@
 #
 #   benches/e2e.sh dashboard [RATE]     10,000 clients x 10 of 100 symbols (default 1000 ticks/s)
 #   benches/e2e.sh firehose RATE...     1,000 clients on "*", one run per rate
-#   benches/e2e.sh ticks RATE...        10 clients on "*", one run per rate: the ticks/s the feed path carries
+#   benches/e2e.sh ticks RATE...        1 client on "*", one run per rate: the ticks/s the feed path carries
 #   benches/e2e.sh idle                 10,000 clients x 10 symbols at 10 ticks/s: memory per connection
 #   benches/e2e.sh stalled              the dashboard with 100 clients that stop reading
 #   benches/e2e.sh stalled-long         100 clients on "*" at 800 ticks/s, 50 stop reading for 60 s
@@ -85,7 +85,7 @@ case "$scenario" in
         for rate in "$@"; do run "firehose-$rate" "$rate" --clients 1000 --all; done ;;
     ticks)
         [ $# -gt 0 ] || set -- 100000 200000 400000
-        for rate in "$@"; do run "ticks-$rate" "$rate" --clients 10 --all; done ;;
+        for rate in "$@"; do run "ticks-$rate" "$rate" --clients 1 --all; done ;;
     idle) run idle 10 --clients 10000 --subs 10 --idle ;;
     stalled) run stalled 1000 --clients 10000 --subs 10 --stall 100 ;;
     stalled-long) DURATION=60 run stalled-long 800 --clients 100 --all --stall 50 ;;

@@ -102,7 +102,9 @@ impl Publisher {
         Publisher { client }
     }
 
-    /// Publishes tick `seq` of `sym` (price derived from seq) and flushes.
+    /// Publishes tick `seq` of `sym` (price derived from seq) and flushes;
+    /// odd seqs in the compact form, even ones as JSON, since nodes read
+    /// both.
     async fn send(&self, sym: &str, seq: u64) {
         let px = 100.0 + seq as f64 / 100.0;
         let tick = WireTick::from_tick(&Tick {
@@ -114,8 +116,13 @@ impl Publisher {
             size: 100 + seq as u32,
             ts: 1_700_000_000_000_000_000 + seq,
         });
+        let payload = if seq % 2 == 1 {
+            tick.encode().to_vec()
+        } else {
+            tick.encode_json()
+        };
         self.client
-            .publish(subject(sym), tick.encode().into())
+            .publish(subject(sym), payload.into())
             .await
             .expect("publish");
         within("a NATS flush", self.client.flush())

@@ -11,7 +11,8 @@
 //!
 //! With `--nats nats://HOST:PORT`, the ticks go to a NATS server instead,
 //! one message per tick on `ticks.<SYMBOL>` in the payload format of
-//! `tickcast::feed::nats` (JSON `{"seq","px","bid","ask","size","ts"}`),
+//! `tickcast::feed::nats` (the 44-byte compact form, or JSON with
+//! `--encoding json`),
 //! for any number of servers started with `--feed nats`. Seqs start at 1,
 //! or carry on from a node's `GET /symbols` with `--continue-from`.
 
@@ -20,8 +21,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use bytes::{BufMut, BytesMut};
-use clap::Args;
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::{Args, ValueEnum};
 use fastwebsockets::{after_handshake_split, FragmentCollectorRead, Frame, OpCode, Payload, Role};
 use tokio::net::TcpStream;
 
@@ -37,6 +38,15 @@ use crate::ws::{self, Target};
 /// Most ticks in one frame: about 150 bytes each, so a frame stays well
 /// under the server's 64 KiB message limit.
 pub const MAX_TICKS_PER_FRAME: usize = 300;
+
+/// How `--nats` encodes each tick's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Encoding {
+    /// 44 bytes little-endian: seq, px, bid, ask, size, ts.
+    Compact,
+    /// `{"seq":…,"px":…,"bid":…,"ask":…,"size":…,"ts":…}`.
+    Json,
+}
 
 /// Options of `feed-sim publish`.
 #[derive(Clone, Debug, Args)]
@@ -58,6 +68,11 @@ pub struct PublishArgs {
     /// a server's /ingest; nodes started with `--feed nats` pick them up.
     #[arg(long)]
     pub nats: Option<String>,
+
+    /// With --nats: the payload encoding, `compact` (44 bytes) or `json`;
+    /// nodes read both (docs/CLUSTER.md).
+    #[arg(long, value_enum, default_value = "compact", requires = "nats")]
+    pub encoding: Encoding,
 
     /// With --nats: carry each symbol's seq on from the one this node
     /// (`ws://HOST:PORT/ws`) last received, for a restarted publisher.
@@ -166,9 +181,13 @@ async fn publish_nats(args: &PublishArgs, url: &str) -> anyhow::Result<Published
         let due = pacer.due(now);
         for _ in 0..due {
             let tick = simulator.next_tick(now_nanos());
-            let payload = nats::WireTick::from_tick(&tick).encode();
+            let wire = nats::WireTick::from_tick(&tick);
+            let payload = match args.encoding {
+                Encoding::Compact => Bytes::copy_from_slice(&wire.encode()),
+                Encoding::Json => wire.encode_json().into(),
+            };
             client
-                .publish(subjects[tick.symbol as usize].clone(), payload.into())
+                .publish(subjects[tick.symbol as usize].clone(), payload)
                 .await
                 .context("the NATS connection closed")?;
         }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{load_args, start_server_with};
 use feed_sim::load;
-use feed_sim::publish::{publish, PublishArgs};
+use feed_sim::publish::{publish, Encoding, PublishArgs};
 use tickcast::config::FeedSource;
 
 const TOKEN: &str = "publisher-token";
@@ -17,6 +17,7 @@ fn publish_args(addr: std::net::SocketAddr, token: &str, seconds: f64) -> Publis
         token: Some(token.into()),
         nats: None,
         continue_from: None,
+        encoding: Encoding::Compact,
         symbols: 100,
         rate: 2_000.0,
         seed: 5,

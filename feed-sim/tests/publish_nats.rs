@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::start_server_with;
-use feed_sim::publish::{publish, PublishArgs};
+use feed_sim::publish::{publish, Encoding, PublishArgs};
 use tickcast::config::FeedSource;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -90,6 +90,7 @@ fn args(nats: &str, continue_from: Option<String>) -> PublishArgs {
         token: None,
         nats: Some(nats.into()),
         continue_from,
+        encoding: Encoding::Compact,
         symbols: 10,
         rate: 1_000.0,
         seed: 3,
@@ -118,7 +119,12 @@ fn a_node_carries_the_published_seqs_and_a_restart_continues_them() {
         (seq_sum(node.addr) == first.ticks).then_some(())
     });
 
-    let second = publish(&args(&url, Some(node.url.clone()))).expect("second run");
+    // The second run sends JSON payloads: a node reads either encoding.
+    let second = publish(&PublishArgs {
+        encoding: Encoding::Json,
+        ..args(&url, Some(node.url.clone()))
+    })
+    .expect("second run");
     poll("the node to have every tick of the second run", || {
         (seq_sum(node.addr) == first.ticks + second.ticks).then_some(())
     });

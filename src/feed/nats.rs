@@ -3,7 +3,18 @@
 //! (`feed-sim publish --nats`, or any program speaking this format).
 //!
 //! Subjects and payload: each tick is one message on `ticks.<SYMBOL>`
-//! (`ticks.AAPL`, `ticks.BRK.B`), its payload a JSON object
+//! (`ticks.AAPL`, `ticks.BRK.B`). Its payload is either the compact form,
+//! 44 bytes little-endian (what `feed-sim publish` sends):
+//!
+//! | bytes | field | type |
+//! |---|---|---|
+//! | 0..8 | `seq` | u64 |
+//! | 8..16, 16..24, 24..32 | `px`, `bid`, `ask` | f64 |
+//! | 32..36 | `size` | u32 |
+//! | 36..44 | `ts` | u64 |
+//!
+//! or, for publishers where JSON is handier, a JSON object (told apart by
+//! its leading `{`; the shortest JSON tick is longer than 44 bytes):
 //!
 //! ```json
 //! {"seq":42,"px":187.25,"bid":187.24,"ask":187.26,"size":300,"ts":1732250000123456789}
@@ -52,6 +63,9 @@ pub fn subject(symbol: &str) -> String {
     format!("{SUBJECT_PREFIX}{symbol}")
 }
 
+/// Length of a tick's compact payload.
+pub const COMPACT_LEN: usize = 44;
+
 /// One tick's payload on the wire (the symbol is in the subject).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WireTick {
@@ -82,17 +96,50 @@ impl WireTick {
         }
     }
 
+    /// Encodes the payload in the compact form.
+    pub fn encode(&self) -> [u8; COMPACT_LEN] {
+        let mut out = [0u8; COMPACT_LEN];
+        out[0..8].copy_from_slice(&self.seq.to_le_bytes());
+        out[8..16].copy_from_slice(&self.px.to_le_bytes());
+        out[16..24].copy_from_slice(&self.bid.to_le_bytes());
+        out[24..32].copy_from_slice(&self.ask.to_le_bytes());
+        out[32..36].copy_from_slice(&self.size.to_le_bytes());
+        out[36..44].copy_from_slice(&self.ts.to_le_bytes());
+        out
+    }
+
     /// Encodes the payload as JSON.
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a tick always serializes")
     }
 
-    /// Decodes a payload; refuses prices that are not finite and
-    /// non-negative.
+    /// Decodes a payload in either form; refuses prices that are not
+    /// finite and non-negative.
     pub fn decode(payload: &[u8]) -> Result<Self, String> {
-        let tick: WireTick = serde_json::from_slice(payload).map_err(|err| {
-            format!("not a tick ({err}); the payload needs seq, px, bid, ask, size and ts")
-        })?;
+        let tick = match payload {
+            [b'{', ..] => serde_json::from_slice(payload).map_err(|err| {
+                format!("not a tick ({err}); a JSON payload needs seq, px, bid, ask, size and ts")
+            })?,
+            compact if compact.len() == COMPACT_LEN => {
+                let u64_at = |at: usize| {
+                    u64::from_le_bytes(compact[at..at + 8].try_into().expect("8 bytes"))
+                };
+                WireTick {
+                    seq: u64_at(0),
+                    px: f64::from_bits(u64_at(8)),
+                    bid: f64::from_bits(u64_at(16)),
+                    ask: f64::from_bits(u64_at(24)),
+                    size: u32::from_le_bytes(compact[32..36].try_into().expect("4 bytes")),
+                    ts: u64_at(36),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "not a tick: {} bytes, neither the {COMPACT_LEN}-byte compact form nor a JSON object",
+                    other.len()
+                ))
+            }
+        };
         if [tick.px, tick.bid, tick.ask]
             .iter()
             .any(|p| !p.is_finite() || *p < 0.0)
@@ -335,9 +382,24 @@ mod tests {
             ts: 1_732_250_000_123_456_789,
         };
         assert_eq!(WireTick::decode(&tick.encode()), Ok(tick));
+        assert_eq!(WireTick::decode(&tick.encode_json()), Ok(tick));
+        let shortest_json = br#"{"seq":1,"px":1,"bid":1,"ask":1,"size":1,"ts":1}"#;
+        assert!(shortest_json.len() > COMPACT_LEN);
+        assert_eq!(WireTick::decode(shortest_json).unwrap().seq, 1);
         let bad = br#"{"seq":1,"px":-1,"bid":1,"ask":1,"size":1,"ts":1}"#;
         assert!(WireTick::decode(bad).unwrap_err().contains("finite"));
+        let nan = WireTick {
+            ask: f64::NAN,
+            ..tick
+        };
+        assert!(WireTick::decode(&nan.encode())
+            .unwrap_err()
+            .contains("finite"));
         assert!(WireTick::decode(b"{}").unwrap_err().contains("needs seq"));
+        let short = &tick.encode()[..43];
+        assert!(WireTick::decode(short)
+            .unwrap_err()
+            .contains("neither the 44-byte compact form"));
     }
 
     #[test]
