@@ -13,8 +13,9 @@
 //! | 32..36 | `size` | u32 |
 //! | 36..44 | `ts` | u64 |
 //!
-//! or, for publishers where JSON is handier, a JSON object (told apart by
-//! its leading `{`; the shortest JSON tick is longer than 44 bytes):
+//! or, for publishers where JSON is handier, a JSON object. A payload of
+//! exactly 44 bytes is compact (the shortest JSON tick is 49 bytes), any
+//! other must be JSON:
 //!
 //! ```json
 //! {"seq":42,"px":187.25,"bid":187.24,"ask":187.26,"size":300,"ts":1732250000123456789}
@@ -116,10 +117,9 @@ impl WireTick {
     /// Decodes a payload in either form; refuses prices that are not
     /// finite and non-negative.
     pub fn decode(payload: &[u8]) -> Result<Self, String> {
+        // By length first: a compact payload may well start with `{`
+        // (seq 123 does), and no JSON tick is as short as 44 bytes.
         let tick = match payload {
-            [b'{', ..] => serde_json::from_slice(payload).map_err(|err| {
-                format!("not a tick ({err}); a JSON payload needs seq, px, bid, ask, size and ts")
-            })?,
             compact if compact.len() == COMPACT_LEN => {
                 let u64_at = |at: usize| {
                     u64::from_le_bytes(compact[at..at + 8].try_into().expect("8 bytes"))
@@ -133,6 +133,9 @@ impl WireTick {
                     ts: u64_at(36),
                 }
             }
+            [b'{', ..] => serde_json::from_slice(payload).map_err(|err| {
+                format!("not a tick ({err}); a JSON payload needs seq, px, bid, ask, size and ts")
+            })?,
             other => {
                 return Err(format!(
                     "not a tick: {} bytes, neither the {COMPACT_LEN}-byte compact form nor a JSON object",
@@ -383,6 +386,10 @@ mod tests {
         };
         assert_eq!(WireTick::decode(&tick.encode()), Ok(tick));
         assert_eq!(WireTick::decode(&tick.encode_json()), Ok(tick));
+        // Seq 123's first byte is `{`: still the compact form.
+        let brace = WireTick { seq: 123, ..tick };
+        assert_eq!(brace.encode()[0], b'{');
+        assert_eq!(WireTick::decode(&brace.encode()), Ok(brace));
         let shortest_json = br#"{"seq":1,"px":1,"bid":1,"ask":1,"size":1,"ts":1}"#;
         assert!(shortest_json.len() > COMPACT_LEN);
         assert_eq!(WireTick::decode(shortest_json).unwrap().seq, 1);
