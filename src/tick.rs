@@ -9,6 +9,12 @@ use std::sync::Arc;
 
 use crate::ring::Record;
 
+/// Whether a tick's prices (last, bid, ask) are ones a feed may publish:
+/// finite and non-negative. External feeds refuse a tick that fails this.
+pub fn prices_are_valid(prices: [f64; 3]) -> bool {
+    prices.iter().all(|p| p.is_finite() && *p >= 0.0)
+}
+
 /// Index of a symbol in the [`SymbolTable`]; dense, starting at 0.
 pub type SymbolId = u32;
 

@@ -41,7 +41,7 @@ use crate::session::keep_pinging;
 use crate::session::outbox::{Outbox, OutboxLimits};
 use crate::session::reader::{read_messages, Messages};
 use crate::stats::Stats;
-use crate::tick::{SymbolId, SymbolTable, Tick};
+use crate::tick::{prices_are_valid, SymbolId, SymbolTable, Tick};
 
 /// The ring's producer and the per-symbol state that outlives one
 /// publisher connection.
@@ -274,8 +274,7 @@ impl Publisher {
                 ));
                 continue;
             }
-            let prices = [wire.px, wire.bid, wire.ask];
-            if prices.iter().any(|p| !p.is_finite() || *p < 0.0) {
+            if !prices_are_valid([wire.px, wire.bid, wire.ask]) {
                 refuse(ProtocolError::new(
                     ErrorCode::BadTick,
                     format!(

@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ring::Producer;
 use crate::stats::Stats;
-use crate::tick::{SymbolId, SymbolTable, Tick};
+use crate::tick::{prices_are_valid, SymbolId, SymbolTable, Tick};
 
 /// Subjects are this prefix followed by the symbol.
 pub const SUBJECT_PREFIX: &str = "ticks.";
@@ -143,10 +143,7 @@ impl WireTick {
                 ))
             }
         };
-        if [tick.px, tick.bid, tick.ask]
-            .iter()
-            .any(|p| !p.is_finite() || *p < 0.0)
-        {
+        if !prices_are_valid([tick.px, tick.bid, tick.ask]) {
             return Err(format!(
                 "tick {} has a price that is not a finite non-negative number",
                 tick.seq
