@@ -34,7 +34,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::protocol::frame::close_frame;
-use crate::protocol::{ErrorCode, ProtocolError};
+use crate::protocol::{json, ErrorCode, ProtocolError};
 use crate::ring::Producer;
 use crate::session::guard::GuardLimits;
 use crate::session::keep_pinging;
@@ -198,16 +198,61 @@ impl Drop for Publisher {
 }
 
 /// One tick as a publisher sends it.
-#[derive(Debug, Deserialize)]
-struct WireTick<'a> {
+#[derive(Debug, Deserialize, PartialEq)]
+pub struct WireTick<'a> {
+    /// The symbol's name.
     #[serde(borrow)]
-    sym: Cow<'a, str>,
-    seq: u64,
-    px: f64,
-    bid: f64,
-    ask: f64,
-    size: u32,
-    ts: u64,
+    pub sym: Cow<'a, str>,
+    /// The publisher's per-symbol sequence number.
+    pub seq: u64,
+    /// Last trade price.
+    pub px: f64,
+    /// Best bid.
+    pub bid: f64,
+    /// Best ask.
+    pub ask: f64,
+    /// Size of the last trade.
+    pub size: u32,
+    /// The publisher's time, in nanoseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// Parses one message from a publisher: a tick object or an array of
+/// them, within [`json::TICK_LIMITS`]. `payload` is parsed in place and is
+/// scratch afterwards. Refusals are `bad_json` (not JSON, or past the
+/// limits) or `bad_tick` (JSON, but not ticks), in words.
+pub fn parse_ticks(payload: &mut [u8]) -> Result<Vec<WireTick<'_>>, ProtocolError> {
+    json::check(payload, json::TICK_LIMITS)
+        .map_err(|fault| ProtocolError::new(ErrorCode::BadJson, fault.to_string()))?;
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let array = match first {
+        Some(b'[') => true,
+        Some(b'{') => false,
+        _ => {
+            return Err(ProtocolError::new(
+                ErrorCode::BadJson,
+                "send a tick as a JSON object, or several as an array of objects",
+            ))
+        }
+    };
+    let parsed = if array {
+        simd_json::serde::from_slice(payload)
+    } else {
+        simd_json::serde::from_slice::<WireTick<'_>>(payload).map(|t| vec![t])
+    };
+    parsed.map_err(|err| {
+        let (code, what) = match err.error() {
+            simd_json::ErrorType::Serde(_) => (ErrorCode::BadTick, "not a tick"),
+            _ => (ErrorCode::BadJson, "not JSON"),
+        };
+        ProtocolError::new(
+            code,
+            format!(
+                "{what}: {}; each tick needs sym, seq, px, bid, ask, size and ts",
+                json::describe(&err, None)
+            ),
+        )
+    })
 }
 
 impl Publisher {
@@ -304,29 +349,9 @@ impl Publisher {
     }
 
     fn handle(&mut self, payload: &mut [u8]) {
-        let first = payload.iter().find(|b| !b.is_ascii_whitespace()).copied();
-        let parsed: Result<Vec<WireTick<'_>>, _> = match first {
-            Some(b'[') => simd_json::serde::from_slice(payload),
-            Some(b'{') => simd_json::serde::from_slice::<WireTick<'_>>(payload).map(|t| vec![t]),
-            _ => {
-                self.reply_error(
-                    ErrorCode::BadJson,
-                    "send a tick as a JSON object, or several as an array of objects".into(),
-                );
-                return;
-            }
-        };
-        let ticks = match parsed {
+        let ticks = match parse_ticks(payload) {
             Ok(ticks) => ticks,
-            Err(err) => {
-                self.reply_error(
-                    ErrorCode::BadTick,
-                    format!(
-                        "not a tick or array of ticks ({err}); each needs sym, seq, px, bid, ask, size and ts"
-                    ),
-                );
-                return;
-            }
+            Err(err) => return self.reply_error(err.code, err.message),
         };
         if let Some((err, count)) = self.publish(&ticks) {
             let message = if count > 1 {

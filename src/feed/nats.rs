@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::protocol::json;
 use crate::ring::Producer;
 use crate::stats::Stats;
 use crate::tick::{prices_are_valid, SymbolId, SymbolTable, Tick};
@@ -133,9 +134,12 @@ impl WireTick {
                     ts: u64_at(36),
                 }
             }
-            [b'{', ..] => serde_json::from_slice(payload).map_err(|err| {
-                format!("not a tick ({err}); a JSON payload needs seq, px, bid, ask, size and ts")
-            })?,
+            [b'{', ..] => {
+                json::check(payload, json::TICK_LIMITS).map_err(|fault| fault.to_string())?;
+                serde_json::from_slice(payload).map_err(|err| {
+                    format!("not a tick ({err}); a JSON payload needs seq, px, bid, ask, size and ts")
+                })?
+            }
             other => {
                 return Err(format!(
                     "not a tick: {} bytes, neither the {COMPACT_LEN}-byte compact form nor a JSON object",

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod json;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -51,7 +52,7 @@ pub enum ClientMsg {
     },
     /// `{"op":"ping","id":7}`, answered by `{"type":"pong","id":7}`.
     Ping {
-        /// Echoed back as is: a number, a string, or absent.
+        /// Echoed back exactly: a string, a whole number, or absent.
         id: Option<serde_json::Value>,
     },
 }
@@ -60,12 +61,28 @@ impl ClientMsg {
     /// Parses one text frame's payload. simd-json parses in place, so the
     /// buffer is scratch afterwards.
     pub fn parse(text: &mut [u8]) -> Result<Self, ProtocolError> {
-        let value = simd_json::to_borrowed_value(text).map_err(|e| {
-            ProtocolError::new(
-                ErrorCode::BadJson,
-                format!("the message is not valid JSON ({e}); send one JSON object per text frame"),
-            )
+        json::check(text, json::CLIENT_LIMITS).map_err(|fault| {
+            // Lone surrogates are valid JSON syntax, but no request.
+            let code = match fault {
+                json::JsonFault::LoneSurrogate { .. } => ErrorCode::BadRequest,
+                _ => ErrorCode::BadJson,
+            };
+            ProtocolError::new(code, fault.to_string())
         })?;
+        // A failed parse may have unescaped strings in place already; the
+        // error's excerpt is taken from what is left (exact unless a
+        // string with escapes comes just before the fault).
+        let err = match simd_json::to_borrowed_value(text) {
+            Ok(value) => return Self::from_value(&value),
+            Err(err) => err,
+        };
+        Err(ProtocolError::new(
+            ErrorCode::BadJson,
+            json::describe(&err, Some(text)),
+        ))
+    }
+
+    fn from_value(value: &simd_json::BorrowedValue<'_>) -> Result<Self, ProtocolError> {
         let object = value.as_object().ok_or_else(|| {
             ProtocolError::new(
                 ErrorCode::BadRequest,
@@ -164,6 +181,8 @@ fn subscribe_options(
 }
 
 fn ping_id(id: &simd_json::BorrowedValue) -> Result<serde_json::Value, ProtocolError> {
+    // Strings and whole numbers come back exactly as sent; any other
+    // number could not (`1.50` would come back as `1.5`, 2^70 rounded).
     if let Some(s) = id.as_str() {
         return Ok(serde_json::Value::from(s));
     }
@@ -173,12 +192,9 @@ fn ping_id(id: &simd_json::BorrowedValue) -> Result<serde_json::Value, ProtocolE
     if let Some(n) = id.as_i64() {
         return Ok(serde_json::Value::from(n));
     }
-    if let Some(n) = id.as_f64() {
-        return Ok(serde_json::Value::from(n));
-    }
     Err(ProtocolError::new(
         ErrorCode::BadRequest,
-        r#""id" must be a number or a string, e.g. {"op":"ping","id":7}"#,
+        r#""id" must be a string or a whole number from -2^63 to 2^64-1, e.g. {"op":"ping","id":7}; it is echoed exactly"#,
     ))
 }
 
@@ -306,6 +322,18 @@ mod tests {
             ErrorCode::BadRequest
         );
         assert_eq!(code(r#"{"op":"ping","id":{}}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"op":"ping","id":7.0}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"op":"ping","id":1e30}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"op":"ping","id":"\ud800"}"#),
+            ErrorCode::BadRequest
+        );
+        let deep = format!(
+            r#"{{"op":"ping","x":{}{}}}"#,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        assert_eq!(code(&deep), ErrorCode::BadJson);
         assert_eq!(code(r#"{"op":"trade"}"#), ErrorCode::UnknownOp);
         let sub = |extra: &str| format!(r#"{{"op":"subscribe","symbols":["A"],{extra}}}"#);
         for extra in [
@@ -324,6 +352,45 @@ mod tests {
                 ErrorCode::BadRequest,
                 "{extra}"
             );
+        }
+    }
+
+    #[test]
+    fn ids_come_back_exactly() {
+        for id in [
+            r#""\ud83d\ude00 \"quoted\" \u0000""#,
+            "18446744073709551615",
+            "-9223372036854775808",
+            "0",
+        ] {
+            let ClientMsg::Ping { id: Some(parsed) } =
+                parse(&format!(r#"{{"op":"ping","id":{id}}}"#)).unwrap()
+            else {
+                panic!("a ping with an id");
+            };
+            let sent: serde_json::Value = serde_json::from_str(id).unwrap();
+            assert_eq!(parsed, sent, "{id}");
+        }
+    }
+
+    #[test]
+    fn bad_json_says_what_and_where_in_words() {
+        for text in [
+            r#"{"op":"ping","id":1"#,
+            r#"{"op":"ping" "id":1}"#,
+            r#"{"op":"ping","id":1}}"#,
+            r#"{"op":'ping'}"#,
+            r#"{"op":"subscribe","symbols":["A",]}"#,
+            "",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadJson, "{text}");
+            for internal in ["Error", "Tape", "Internal"] {
+                assert!(!err.message.contains(internal), "{text}: {}", err.message);
+            }
+            if !text.is_empty() {
+                assert!(err.message.contains("at character"), "{}", err.message);
+            }
         }
     }
 
