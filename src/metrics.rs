@@ -187,6 +187,18 @@ impl Collector for StatsCollector {
         )?;
         counter(
             e,
+            "rate_limit_closes",
+            "Connections closed with 1008 for sending more frames a second than --max-messages-per-second",
+            &s.rate_limit_closes,
+        )?;
+        counter(
+            e,
+            "connection_panics",
+            "Connections ended by a panic in the server's handling of them (a bug: each is logged)",
+            &s.connection_panics,
+        )?;
+        counter(
+            e,
             "replayed_ticks",
             "Ticks replayed to clients resuming with from",
             &s.replayed,

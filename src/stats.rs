@@ -56,6 +56,10 @@ pub struct Stats {
     pub conflated: AtomicU64,
     /// Connections closed with 1008 `slow consumer`.
     pub slow_consumer_closes: AtomicU64,
+    /// Connections closed with 1008 for sending past the rate limit.
+    pub rate_limit_closes: AtomicU64,
+    /// Connections ended by a panic in their handling (each is logged).
+    pub connection_panics: AtomicU64,
     /// WebSocket sessions open now.
     pub sessions_open: AtomicUsize,
     /// WebSocket sessions opened since start.
@@ -88,6 +92,8 @@ impl Default for Stats {
             resets: AtomicU64::new(0),
             conflated: AtomicU64::new(0),
             slow_consumer_closes: AtomicU64::new(0),
+            rate_limit_closes: AtomicU64::new(0),
+            connection_panics: AtomicU64::new(0),
             sessions_open: AtomicUsize::new(0),
             sessions_total: AtomicU64::new(0),
             peak_outbox_bytes: AtomicUsize::new(0),

@@ -251,6 +251,8 @@ async fn a_client_that_pings_without_reading_is_held_back() {
         .stats
         .peak_outbox_bytes
         .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(peak <= 16 * 1024 + 64, "pongs held: {peak} bytes");
+    // The limit, plus at most the one reply that crossed it (pings past
+    // the rate limit are answered with a `rate_limited` error, < 256 B).
+    assert!(peak <= 16 * 1024 + 256, "replies held: {peak} bytes");
     server.stop().await;
 }

@@ -159,7 +159,19 @@ async fn bad_ticks_get_an_error_and_the_rest_is_published() {
     publisher.send_raw(Message::text("{nope")).await;
     assert_eq!(
         publisher.recv_until(|v| v["type"] == "error").await["code"],
-        "bad_tick"
+        "bad_json"
+    );
+    publisher
+        .send_raw(Message::text(r#"{"sym":"AAPL","seq":1}"#))
+        .await;
+    let refused = publisher.recv_until(|v| v["type"] == "error").await;
+    assert_eq!(refused["code"], "bad_tick");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field"),
+        "{refused}"
     );
     publisher.send_raw(Message::text("42")).await;
     assert_eq!(

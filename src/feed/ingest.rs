@@ -258,7 +258,8 @@ pub fn parse_ticks(payload: &mut [u8]) -> Result<Vec<WireTick<'_>>, ProtocolErro
 impl Publisher {
     /// Serves the publisher's upgraded connection until it closes.
     pub async fn run(mut self, socket: crate::session::socket::Socket, early: bytes::Bytes) {
-        let (ws_read, write_half) = crate::session::split(socket, early, self.port.guard_limits);
+        let (ws_read, continuations, write_half) =
+            crate::session::split(socket, early, self.port.guard_limits);
         let outbox =
             Arc::new(Outbox::new(self.port.outbox_limits).with_stats(self.port.stats.clone()));
         self.outbox = Some(outbox.clone());
@@ -266,10 +267,12 @@ impl Publisher {
         let reader_outbox = outbox.clone();
         tracing::info!("a publisher connected to /ingest");
         let ping_interval = self.port.ping_interval;
-        crate::session::drive(&outbox, write_half, async move {
+        let stats = self.port.stats.clone();
+        crate::session::drive(&outbox, &stats, write_half, async move {
             let pings = keep_pinging(&reader_outbox, ping_interval);
             tokio::select! {
-                _ = read_messages(ws_read, &reader_outbox, &mut self) => {}
+                // The one publisher holds the ingest token: no rate limit.
+                _ = read_messages(ws_read, &continuations, None, &reader_outbox, &mut self) => {}
                 // Closed for not answering: the read is abandoned.
                 () = pings => {}
             }

@@ -39,7 +39,7 @@ use crate::auth::Authenticator;
 use crate::fanout::{ConnId, FanoutHandle};
 use crate::feed::ingest::IngestPort;
 use crate::metrics::Metrics;
-use crate::session::SessionContext;
+use crate::session::{isolated, SessionContext};
 use limits::ConnectionLimits;
 
 /// Response body type of every route.
@@ -105,14 +105,20 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, tls: Option<TlsA
         let _ = socket.set_nodelay(true);
         let state = state.clone();
         let tasks = state.tasks.clone();
-        match tls.clone() {
-            None => tasks.spawn(serve_connection(socket, peer.ip(), state)),
-            Some(acceptor) => tasks.spawn(async move {
-                if let Some(stream) = tls_handshake(&acceptor, socket, &state).await {
-                    serve_connection(stream, peer.ip(), state).await;
+        let stats = state.session.stats.clone();
+        let tls = tls.clone();
+        // A panic while serving one connection ends that connection only.
+        let connection = async move {
+            match tls {
+                None => serve_connection(socket, peer.ip(), state).await,
+                Some(acceptor) => {
+                    if let Some(stream) = tls_handshake(&acceptor, socket, &state).await {
+                        serve_connection(stream, peer.ip(), state).await;
+                    }
                 }
-            }),
+            }
         };
+        tasks.spawn(async move { isolated(&stats, "an HTTP connection", connection).await });
     }
 }
 

@@ -24,6 +24,7 @@ use super::{text, AppState, Body};
 use crate::auth::Grant;
 use crate::feed::ingest::Refused;
 use crate::session;
+use crate::session::isolated;
 use crate::session::socket::{Socket, TlsSocket};
 
 /// `GET /ws`: answers an upgrade request with 101 and starts a client
@@ -231,7 +232,8 @@ where
                 "bad WebSocket handshake: send Sec-WebSocket-Key and Sec-WebSocket-Version: 13\n",
             ),
         };
-    state.tasks.spawn(async move {
+    let stats = state.session.stats.clone();
+    let connection = async move {
         let upgraded = match upgrade.await {
             Ok(ws) => ws.into_inner().into_inner(),
             Err(err) => {
@@ -247,7 +249,11 @@ where
             Ok(parts) => serve(Socket::from(parts.io.into_inner()), parts.read_buf).await,
             Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
         }
-    });
+    };
+    // A panic while serving the upgraded connection ends it alone.
+    state
+        .tasks
+        .spawn(async move { isolated(&stats, "a WebSocket connection", connection).await });
     response.map(|_| Full::new(Bytes::new()))
 }
 

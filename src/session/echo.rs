@@ -45,14 +45,15 @@ impl Messages for Echo {
 
 /// Serves one upgraded echo connection until it closes.
 pub async fn run(conn: ConnId, socket: Socket, early: Bytes, ctx: Arc<SessionContext>) {
-    let (ws_read, write_half) = split(socket, early, ECHO_LIMITS);
+    let (ws_read, continuations, write_half) = split(socket, early, ECHO_LIMITS);
     let outbox = Arc::new(Outbox::new(ctx.outbox_limits));
     let mut echo = Echo {
         outbox: outbox.clone(),
     };
     let reader_outbox = outbox.clone();
-    let exit = drive(&outbox, write_half, async move {
-        read_messages(ws_read, &reader_outbox, &mut echo).await;
+    let exit = drive(&outbox, &ctx.stats, write_half, async move {
+        // Conformance suites send as fast as they can: no rate limit.
+        read_messages(ws_read, &continuations, None, &reader_outbox, &mut echo).await;
     })
     .await;
     tracing::debug!(conn, ?exit, "echo session ended");

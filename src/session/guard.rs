@@ -13,6 +13,11 @@
 //!   previous fragmented one has ended (the library silently drops the
 //!   unfinished one). Both are [`Violation`]s closed with 1002.
 //!
+//! * The reader's rate limit counts every frame, but `FragmentCollectorRead`
+//!   swallows continuation frames; the guard counts them into a
+//!   [`Continuations`] the reader charges (a message in 1,024 fragments
+//!   costs 1,024 frames of the limit, not one).
+//!
 //! The guard only watches frame headers go by (it skips payloads without
 //! looking at them), so it costs a few comparisons per frame. When a read
 //! brings valid frames followed by a violating one, the valid frames are
@@ -21,6 +26,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
@@ -69,6 +76,25 @@ impl Violation {
     }
 }
 
+/// How many continuation frames the guard has let through since the
+/// reader last asked: shared by the guard and the reader of one
+/// connection.
+#[derive(Clone, Debug, Default)]
+pub struct Continuations(Arc<AtomicU32>);
+
+impl Continuations {
+    /// The continuation frames seen since the last call.
+    pub fn take(&self) -> u32 {
+        self.0.swap(0, Ordering::Relaxed)
+    }
+
+    fn add(&self, n: u32) {
+        if n > 0 {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Limits the guard enforces.
 #[derive(Clone, Copy, Debug)]
 pub struct GuardLimits {
@@ -101,6 +127,10 @@ pub struct FrameGuard<R> {
     in_message: bool,
     /// Set once a violation was found: every later read fails the same way.
     failed: Option<Violation>,
+    /// Continuation frames, for the reader's rate limit.
+    continuations: Continuations,
+    /// Continuation frames in the chunk being inspected.
+    seen_continuations: u32,
 }
 
 impl<R> FrameGuard<R> {
@@ -117,7 +147,14 @@ impl<R> FrameGuard<R> {
             fragments: 0,
             in_message: false,
             failed: None,
+            continuations: Continuations::default(),
+            seen_continuations: 0,
         }
+    }
+
+    /// Where the guard counts continuation frames.
+    pub fn continuations(&self) -> Continuations {
+        self.continuations.clone()
     }
 
     /// Feeds bytes as they pass; fails at the first violation, returning it
@@ -179,6 +216,9 @@ impl<R> FrameGuard<R> {
                         }
                         self.message_bytes = self.message_bytes.saturating_add(len);
                         self.fragments += 1;
+                        if opcode == 0 {
+                            self.seen_continuations += 1;
+                        }
                         if self.message_bytes > self.limits.max_message_bytes {
                             return fail(Violation::TooLarge {
                                 limit: self.limits.max_message_bytes,
@@ -223,7 +263,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameGuard<R> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if let Err((violation, offset)) = this.inspect(&buf.filled()[before..]) {
+                let inspected = this.inspect(&buf.filled()[before..]);
+                this.continuations
+                    .add(std::mem::take(&mut this.seen_continuations));
+                if let Err((violation, offset)) = inspected {
                     this.failed = Some(violation);
                     if offset == 0 {
                         return Poll::Ready(Err(io::Error::new(

@@ -19,7 +19,7 @@ use std::time::Instant;
 use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, WebSocketError};
 use tokio::io::AsyncRead;
 
-use super::guard::Violation;
+use super::guard::{Continuations, Violation};
 use super::outbox::Outbox;
 use crate::auth::Grant;
 use crate::fanout::throttle::interval_for;
@@ -38,6 +38,9 @@ pub enum ReaderExit {
     /// The client broke the protocol; a close frame with this code was
     /// queued.
     Violation(u16),
+    /// The client kept sending past its rate limit, was closed with 1008
+    /// and then left.
+    RateLimited,
     /// The connection dropped, or the server closed it first.
     Gone,
 }
@@ -62,8 +65,17 @@ pub trait Messages {
 /// `messages` and answering everything else itself: binary frames get
 /// `binary_not_supported`, pings a pong, a close its echo, and protocol
 /// faults the right close code.
+///
+/// With a `rate`, every frame the client sends counts toward it: messages,
+/// each of their continuation fragments (counted by the guard into
+/// `continuations`), pings, pongs and empty frames. A frame past the rate
+/// is not handled: a message or ping is answered `rate_limited`, a pong
+/// only counted, and after a second's worth of refusals in a row the
+/// connection is closed with 1008. A close frame is always handled.
 pub async fn read_messages<S, M>(
     mut ws: FragmentCollectorRead<S>,
+    continuations: &Continuations,
+    mut rate: Option<RateLimit>,
     outbox: &Arc<Outbox>,
     messages: &mut M,
 ) -> ReaderExit
@@ -71,50 +83,77 @@ where
     S: AsyncRead + Unpin,
     M: Messages,
 {
-    // fastwebsockets hands us the pongs it must send; they go out through
-    // the outbox like everything else (one writer, one close frame). A
-    // peer that pings without reading is held back like one that sends
-    // requests without reading: the next frame waits until replies drain.
-    let mut obligated = |frame: Frame<'_>| {
-        if frame.opcode == OpCode::Pong {
-            // Answering the client's ping: it is alive too.
-            outbox.heard();
-            outbox.push_reply(pong_frame(&frame.payload));
-        }
-        let outbox = outbox.clone();
-        async move {
-            outbox.replies_drained().await;
-            Ok::<(), std::convert::Infallible>(())
-        }
-    };
-    loop {
+    // Pings are answered below (`split` turns fastwebsockets' automatic
+    // pong off, so they are counted like any frame); the library's own
+    // obligation is then only the close echo, which is handled below too.
+    let mut obligated =
+        |_frame: Frame<'_>| std::future::ready(Ok::<(), std::convert::Infallible>(()));
+    let mut closed_for_rate = false;
+    let exit = loop {
         // Hold back while this peer has not read its earlier replies
-        // (returns at once when a close is under way).
+        // (returns at once when a close is under way). A peer that sends
+        // without reading is held back by TCP.
         outbox.replies_drained().await;
         let frame = match ws.read_frame(&mut obligated).await {
             Ok(frame) => frame,
-            Err(err) => return fault(err, outbox),
+            Err(err) => break fault(err, outbox),
         };
         // Any frame answers the server's pings (`Outbox::ping_or_close`).
         outbox.heard();
+        if frame.opcode == OpCode::Close {
+            // Echo the peer's close (unless ours is already out). An
+            // invalid close code never gets here: it is a fault, 1002.
+            outbox.close(close_frame_echo(&frame.payload));
+            break ReaderExit::ClientClosed;
+        }
+        // Once a close is under way, frames are read only to reach the
+        // peer's answering close (closing the socket on unread input would
+        // reset it, and the peer would never see why it was closed).
+        if outbox.is_closing() {
+            continue;
+        }
+        let frames = 1 + continuations.take();
+        let admit = match &mut rate {
+            None => Admit::Yes,
+            Some(rate) => rate.admit(Instant::now(), frames),
+        };
+        match admit {
+            Admit::Yes => {}
+            Admit::No => {
+                if frame.opcode != OpCode::Pong {
+                    let limit = rate.as_ref().map_or(0.0, |r| r.per_second);
+                    outbox.push_error(&ProtocolError::new(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "more than {limit} frames a second (messages, pings and pongs \
+                             together); this one was dropped. Slow down, or the connection \
+                             is closed"
+                        ),
+                    ));
+                }
+                continue;
+            }
+            Admit::Close => {
+                outbox.close(close_frame(1008, "too many messages: rate limit exceeded"));
+                closed_for_rate = true;
+                continue;
+            }
+        }
         match frame.opcode {
-            // Once a close is under way, messages are read only to reach
-            // the peer's answering close; they are not handled.
-            OpCode::Text | OpCode::Binary if outbox.is_closing() => {}
             OpCode::Text => {
                 let mut payload = frame.payload.to_vec();
                 messages.text(&mut payload).await;
             }
             OpCode::Binary => messages.binary(&frame.payload, outbox),
-            OpCode::Close => {
-                // Echo the peer's close (unless ours is already out). An
-                // invalid close code never gets here: it is a fault, 1002.
-                outbox.close(close_frame_echo(&frame.payload));
-                return ReaderExit::ClientClosed;
-            }
-            // Pings were answered through `obligated`; pongs need nothing.
+            OpCode::Ping => outbox.push_reply(pong_frame(&frame.payload)),
+            // Pongs need nothing; continuations arrive inside messages.
             _ => {}
         }
+    };
+    if closed_for_rate {
+        ReaderExit::RateLimited
+    } else {
+        exit
     }
 }
 
@@ -168,21 +207,19 @@ pub struct Reader {
     subscriptions: Subscriptions,
     /// What the client's token allows it to see.
     grant: Grant,
-    /// How many requests it may send.
-    rate: Option<RateLimit>,
 }
 
-/// A token bucket of requests per second, and how many were refused in a
-/// row.
+/// A token bucket of frames per second, and how many were refused in a
+/// row: a connection's input rate limit (`--max-messages-per-second`).
 #[derive(Debug)]
-struct RateLimit {
+pub struct RateLimit {
     per_second: f64,
     tokens: f64,
     refilled_at: Instant,
     refused_in_a_row: u32,
 }
 
-/// What to do with a request.
+/// What to do with a frame.
 #[derive(Debug, PartialEq, Eq)]
 enum Admit {
     Yes,
@@ -194,7 +231,8 @@ enum Admit {
 }
 
 impl RateLimit {
-    fn new(per_second: u32, now: Instant) -> Self {
+    /// `per_second` frames a second, in bursts of as many.
+    pub fn new(per_second: u32, now: Instant) -> Self {
         RateLimit {
             per_second: f64::from(per_second),
             tokens: f64::from(per_second),
@@ -203,18 +241,22 @@ impl RateLimit {
         }
     }
 
-    fn admit(&mut self, now: Instant) -> Admit {
+    /// Whether a message of `frames` frames may be handled now.
+    fn admit(&mut self, now: Instant, frames: u32) -> Admit {
         let elapsed = now
             .saturating_duration_since(self.refilled_at)
             .as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
         self.refilled_at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let cost = f64::from(frames);
+        if self.tokens >= cost {
+            self.tokens -= cost;
             self.refused_in_a_row = 0;
             return Admit::Yes;
         }
-        self.refused_in_a_row += 1;
+        // A refused message's fragments still used the connection.
+        self.tokens = (self.tokens - cost).max(0.0);
+        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
         if f64::from(self.refused_in_a_row) > self.per_second {
             Admit::Close
         } else {
@@ -240,15 +282,7 @@ impl Reader {
             max_subscriptions,
             subscriptions: Subscriptions::default(),
             grant: Grant::unrestricted(),
-            rate: None,
         }
-    }
-
-    /// Limits the client to `per_second` requests a second, in bursts of
-    /// as many.
-    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
-        self.rate = Some(RateLimit::new(per_second, Instant::now()));
-        self
     }
 
     /// Limits the client to what its token grants (every symbol without).
@@ -285,26 +319,6 @@ impl Reader {
     }
 
     async fn handle_text_inner(&mut self, payload: &mut [u8]) {
-        if let Some(rate) = &mut self.rate {
-            match rate.admit(Instant::now()) {
-                Admit::Yes => {}
-                Admit::No => {
-                    let limit = rate.per_second;
-                    return self.outbox.push_error(&ProtocolError::new(
-                        ErrorCode::RateLimited,
-                        format!(
-                            "more than {limit} requests a second; this one was dropped. \
-                             Slow down, or the connection is closed"
-                        ),
-                    ));
-                }
-                Admit::Close => {
-                    self.outbox
-                        .close(close_frame(1008, "too many requests: rate limit exceeded"));
-                    return;
-                }
-            }
-        }
         match ClientMsg::parse(payload) {
             Err(err) => self.outbox.push_error(&err),
             Ok(ClientMsg::Ping { id }) => self
