@@ -75,6 +75,7 @@ pub fn start_stages(
             stats: stats.clone(),
         }),
         fanout: handle,
+        quotes: Default::default(),
         metrics: Metrics::new(stats.clone()),
         echo_route: config.echo_route.clone(),
         limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),

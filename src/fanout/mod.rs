@@ -146,6 +146,13 @@ pub struct FanoutHandle {
 }
 
 impl FanoutHandle {
+    /// A handle whose commands go to `commands`, for tests that play the
+    /// fan-out's part.
+    #[cfg(test)]
+    pub(crate) fn from_sender(commands: mpsc::Sender<Command>) -> Self {
+        FanoutHandle { commands }
+    }
+
     /// Sends `command`; false if the fan-out has stopped (shutdown).
     pub async fn send(&self, command: Command) -> bool {
         self.commands.send(command).await.is_ok()

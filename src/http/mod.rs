@@ -52,6 +52,8 @@ pub struct AppState {
     pub session: Arc<SessionContext>,
     /// For `/symbols`.
     pub fanout: FanoutHandle,
+    /// `/symbols`' answers, shared by concurrent requests.
+    pub quotes: status::Quotes,
     /// For `/metrics`.
     pub metrics: Metrics,
     /// The echo endpoint's path, with `--echo-route`.

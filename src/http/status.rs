@@ -2,6 +2,7 @@
 //! before connecting.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -10,6 +11,45 @@ use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::{text, AppState, Body};
+use crate::fanout::FanoutHandle;
+use crate::tick::Tick;
+
+/// The last quotes of every symbol, as `GET /symbols` serves them.
+///
+/// They stay with the fan-out, which owns them: asking it is a command on
+/// its channel, answered between two passes, so the tick path shares no
+/// lock with HTTP. What keeps a flood of requests from costing the tick
+/// path is that concurrent requests share one answer: a request is served
+/// the newest snapshot taken after it arrived, and while one is being
+/// taken, every request that comes in waits for the next. However many
+/// requests a second arrive, the fan-out copies its quotes at most once
+/// per pass, and each request still sees every tick published before it.
+#[derive(Debug, Default)]
+pub struct Quotes {
+    /// The newest snapshot and when it was asked for.
+    latest: tokio::sync::Mutex<Option<(Instant, Snapshot)>>,
+}
+
+/// The last tick of every symbol, in symbol order (`None`: not traded).
+pub type Snapshot = Arc<Vec<Option<Tick>>>;
+
+impl Quotes {
+    /// A snapshot taken after this call began; `None` once the fan-out
+    /// has stopped (shutdown).
+    pub async fn get(&self, fanout: &FanoutHandle) -> Option<Snapshot> {
+        let arrived = Instant::now();
+        let mut latest = self.latest.lock().await;
+        if let Some((asked_at, quotes)) = &*latest {
+            if *asked_at >= arrived {
+                return Some(quotes.clone());
+            }
+        }
+        let asked_at = Instant::now();
+        let quotes = Arc::new(fanout.quotes().await?);
+        *latest = Some((asked_at, quotes.clone()));
+        Some(quotes)
+    }
+}
 
 /// 200 `ok` while the server runs and its feed is connected; 503 `not
 /// ready: NATS disconnected` while the NATS feed has no connection (the
@@ -74,7 +114,7 @@ pub async fn symbols(req: &Request<Incoming>, state: &Arc<AppState>) -> Response
             }
         }
     };
-    let Some(quotes) = state.fanout.quotes().await else {
+    let Some(quotes) = state.quotes.get(&state.fanout).await else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down\n",
@@ -83,7 +123,7 @@ pub async fn symbols(req: &Request<Incoming>, state: &Arc<AppState>) -> Response
     let table = &state.session.symbols;
     let rows: Vec<Quote<'_>> = table
         .ids()
-        .zip(quotes)
+        .zip(quotes.iter().copied())
         .filter(|&(id, _)| grant.as_ref().is_none_or(|g| g.allows(table.name(id))))
         .map(|(id, last)| Quote {
             sym: table.name(id),
@@ -100,4 +140,59 @@ pub async fn symbols(req: &Request<Incoming>, state: &Arc<AppState>) -> Response
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
         .expect("valid response parts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::Command;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_snapshots_and_none_is_stale() {
+        let (sender, mut commands) = tokio::sync::mpsc::channel(1024);
+        let fanout = FanoutHandle::from_sender(sender);
+        // The fan-out's part: each snapshot carries its own number.
+        let taken = Arc::new(AtomicU64::new(0));
+        let counter = taken.clone();
+        tokio::spawn(async move {
+            while let Some(command) = commands.recv().await {
+                if let Command::Quotes { reply } = command {
+                    tokio::task::yield_now().await;
+                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    let tick = Tick {
+                        symbol: 0,
+                        seq: n,
+                        px: 1.0,
+                        bid: 1.0,
+                        ask: 1.0,
+                        size: 1,
+                        ts: 0,
+                    };
+                    let _ = reply.send(vec![Some(tick)]);
+                }
+            }
+        });
+        let quotes = Arc::new(Quotes::default());
+        let requests: Vec<_> = (0..500)
+            .map(|_| {
+                let (quotes, fanout, taken) = (quotes.clone(), fanout.clone(), taken.clone());
+                tokio::spawn(async move {
+                    let before = taken.load(Ordering::SeqCst);
+                    let got = quotes.get(&fanout).await.unwrap();
+                    // Taken after the request arrived: newer than any
+                    // snapshot that existed when it did.
+                    assert!(got[0].unwrap().seq > before);
+                })
+            })
+            .collect();
+        for request in requests {
+            request.await.unwrap();
+        }
+        let snapshots = taken.load(Ordering::SeqCst);
+        assert!(
+            (1..100).contains(&snapshots),
+            "500 requests took {snapshots} snapshots"
+        );
+    }
 }

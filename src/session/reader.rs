@@ -21,6 +21,7 @@ use tokio::io::AsyncRead;
 
 use super::guard::{Continuations, Violation};
 use super::outbox::Outbox;
+use super::writer::CLOSE_GRACE;
 use crate::auth::Grant;
 use crate::fanout::throttle::interval_for;
 use crate::fanout::{Command, ConnId, FanoutHandle};
@@ -89,6 +90,7 @@ where
     let mut obligated =
         |_frame: Frame<'_>| std::future::ready(Ok::<(), std::convert::Infallible>(()));
     let mut closed_for_rate = false;
+    let mut read_while_closing = 0u32;
     let exit = loop {
         // Hold back while this peer has not read its earlier replies
         // (returns at once when a close is under way). A peer that sends
@@ -108,8 +110,17 @@ where
         }
         // Once a close is under way, frames are read only to reach the
         // peer's answering close (closing the socket on unread input would
-        // reset it, and the peer would never see why it was closed).
+        // reset it, and the peer would never see why it was closed); but
+        // a flooder's close comes after all it sent, and reading that
+        // would cost the server what it costs the flooder. Past a budget
+        // the reader stops reading and gives the close frame a grace
+        // period to arrive before the socket is dropped.
         if outbox.is_closing() {
+            read_while_closing += 1 + continuations.take();
+            if read_while_closing > CLOSING_READ_BUDGET {
+                tokio::time::sleep(CLOSE_GRACE).await;
+                break ReaderExit::Gone;
+            }
             continue;
         }
         let frames = 1 + continuations.take();
@@ -157,14 +168,20 @@ where
     }
 }
 
+/// Frames read after the server queued its close, looking for the peer's
+/// answering close, before the reader stops reading.
+pub const CLOSING_READ_BUDGET: u32 = 1024;
+
 /// Maps a read error to the close the peer gets.
 fn fault(err: WebSocketError, outbox: &Outbox) -> ReaderExit {
     let (code, reason): (u16, String) = match &err {
         WebSocketError::IoError(io) => match Violation::of(io) {
             Some(violation) => (violation.close_code(), violation.to_string()),
-            None => return gone(outbox),
+            None => return gone(outbox, false),
         },
-        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => return gone(outbox),
+        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => {
+            return gone(outbox, true)
+        }
         WebSocketError::FrameTooLarge => (1009, "message too large".into()),
         WebSocketError::InvalidUTF8 => (1007, "invalid UTF-8 in a text message".into()),
         other => (1002, format!("protocol error: {other}")),
@@ -173,8 +190,14 @@ fn fault(err: WebSocketError, outbox: &Outbox) -> ReaderExit {
     ReaderExit::Violation(code)
 }
 
-fn gone(outbox: &Outbox) -> ReaderExit {
-    outbox.abort();
+/// The peer stopped sending: at the end of its stream (`eof`), or with an
+/// error. A peer that only half-closed may still read the close frame the
+/// server queued (a flooder closed for its rate, say), so that one is
+/// still sent; otherwise the connection ends without one.
+fn gone(outbox: &Outbox, eof: bool) -> ReaderExit {
+    if !(eof && outbox.is_closing()) {
+        outbox.abort();
+    }
     ReaderExit::Gone
 }
 
@@ -209,8 +232,8 @@ pub struct Reader {
     grant: Grant,
 }
 
-/// A token bucket of frames per second, and how many were refused in a
-/// row: a connection's input rate limit (`--max-messages-per-second`).
+/// A token bucket of frames per second, and how many frames were refused
+/// in a row: a connection's input rate limit (`--max-messages-per-second`).
 #[derive(Debug)]
 pub struct RateLimit {
     per_second: f64,
@@ -256,8 +279,10 @@ impl RateLimit {
         }
         // A refused message's fragments still used the connection.
         self.tokens = (self.tokens - cost).max(0.0);
-        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
-        if f64::from(self.refused_in_a_row) > self.per_second {
+        let answered_before = self.refused_in_a_row > 0;
+        self.refused_in_a_row = self.refused_in_a_row.saturating_add(frames);
+        // The first refusal is always answered, so the client learns why.
+        if answered_before && f64::from(self.refused_in_a_row) > self.per_second {
             Admit::Close
         } else {
             Admit::No
@@ -520,5 +545,45 @@ impl Reader {
                 done,
             })
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_rate_limit_counts_frames_refills_and_closes_after_a_second_of_refusals() {
+        let start = Instant::now();
+        let mut rate = RateLimit::new(10, start);
+        for _ in 0..10 {
+            assert_eq!(rate.admit(start, 1), Admit::Yes);
+        }
+        assert_eq!(rate.admit(start, 1), Admit::No);
+        // A tenth of a second brings one frame back.
+        let later = start + Duration::from_millis(100);
+        assert_eq!(rate.admit(later, 1), Admit::Yes);
+        assert_eq!(rate.admit(later, 1), Admit::No);
+        // Refusals in a row past a second's worth close the connection.
+        for _ in 0..9 {
+            assert_eq!(rate.admit(later, 1), Admit::No);
+        }
+        assert_eq!(rate.admit(later, 1), Admit::Close);
+    }
+
+    #[test]
+    fn a_fragmented_message_costs_each_of_its_frames() {
+        let start = Instant::now();
+        let mut rate = RateLimit::new(100, start);
+        assert_eq!(rate.admit(start, 60), Admit::Yes);
+        // 60 of 100 spent: a 50-fragment message no longer fits.
+        assert_eq!(rate.admit(start, 50), Admit::No);
+        // Another 200 fragments refused: more than a second's worth.
+        assert_eq!(rate.admit(start, 200), Admit::Close);
+        // The first refusal is answered even when it alone is too much.
+        let mut rate = RateLimit::new(100, start);
+        assert_eq!(rate.admit(start, 1000), Admit::No);
+        assert_eq!(rate.admit(start, 1), Admit::Close);
     }
 }

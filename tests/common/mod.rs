@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod ingest;
+pub mod process;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -373,7 +374,7 @@ impl RawClient {
     }
 }
 
-fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
+pub fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
     if buf.len() < 2 {
         return None;
     }
