@@ -48,10 +48,11 @@ impl ServerProcess {
         })
         .await;
         // Keep draining the log so the server never blocks on a full pipe.
+        let show = std::env::var_os("TICKCAST_TEST_LOG").is_some();
         tokio::spawn(async move {
-            while let Ok(Some(l)) = lines.next_line().await {
-                if std::env::var("DBG").is_ok() {
-                    eprintln!("SERVER {l}");
+            while let Ok(Some(line)) = lines.next_line().await {
+                if show {
+                    eprintln!("server: {line}");
                 }
             }
         });
