@@ -149,6 +149,14 @@ async fn tls_handshake(
     }
 }
 
+/// Largest request head (request line, query string and token included,
+/// and headers) a client may send; hyper answers a longer one with 431
+/// and closes the connection. A token is a few hundred bytes.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most headers in one request; hyper answers more with 431.
+pub const MAX_REQUEST_HEADERS: usize = 100;
+
 /// Serves HTTP/1.1 (and upgrades) on one connection until it ends or
 /// shutdown has let its last request finish.
 async fn serve_connection<S>(stream: S, peer: IpAddr, state: Arc<AppState>)
@@ -161,6 +169,8 @@ where
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(state.handshake_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+        .max_headers(MAX_REQUEST_HEADERS)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
