@@ -218,7 +218,9 @@ pub fn describe(err: &simd_json::Error, bytes: Option<&[u8]>) -> String {
         E::ExpectedTrue | E::ExpectedFalse | E::ExpectedNull => {
             "a word is not true, false or null (strings need double quotes)"
         }
-        _ => "this is not valid JSON (a missing or extra bracket, comma or quote?)",
+        _ => bytes
+            .and_then(|bytes| hint(bytes, err.index()))
+            .unwrap_or("this is not valid JSON (a missing or extra bracket, comma or quote?)"),
     };
     match bytes {
         Some([]) => "the message is empty; send one JSON object per text frame".into(),
@@ -230,15 +232,67 @@ pub fn describe(err: &simd_json::Error, bytes: Option<&[u8]>) -> String {
     }
 }
 
-/// Up to 16 bytes either side of `at`, quoted, with `…` where cut.
+/// What is wrong with `bytes` near `at`, where simd-json only says the
+/// structure is broken: unbalanced brackets, single quotes, a trailing
+/// comma, a missing comma.
+fn hint(bytes: &[u8], at: usize) -> Option<&'static str> {
+    // Brackets outside strings, over the whole message.
+    let (mut depth, mut in_string, mut escaped) = (0i64, false, false);
+    for &byte in bytes {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, ..) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => depth += 1,
+            (false, _, b']' | b'}') => {
+                depth -= 1;
+                if depth < 0 {
+                    return Some("there is a closing bracket too many");
+                }
+            }
+            _ => {}
+        }
+    }
+    if in_string {
+        return Some("a string is not closed with \"");
+    }
+    if depth > 0 {
+        return Some("the message ends before every { and [ is closed");
+    }
+    let here = *bytes.get(at)?;
+    let before = bytes[..at]
+        .iter()
+        .rev()
+        .find(|b| !b.is_ascii_whitespace())
+        .copied();
+    match (before, here) {
+        (_, b'\'') => Some("strings and keys need double quotes, not single quotes"),
+        (Some(b','), b']' | b'}') => Some("there is a comma before a closing bracket"),
+        (Some(b'"' | b'0'..=b'9' | b']' | b'}' | b'e' | b'l'), b'"' | b'{' | b'[') => {
+            Some("a comma is missing between two values")
+        }
+        _ => None,
+    }
+}
+
+/// Up to 16 bytes either side of `at`, quoted, with `…` where cut and
+/// `▶` where the fault is.
 pub fn excerpt(bytes: &[u8], at: usize) -> String {
     let start = at.saturating_sub(16);
     let end = (at + 16).min(bytes.len());
-    let text = String::from_utf8_lossy(&bytes[start..end]);
-    let text: String = text.chars().filter(|c| !c.is_control()).collect();
+    let clean = |part: &[u8]| -> String {
+        String::from_utf8_lossy(part)
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect()
+    };
     format!(
-        "{}{text}{}",
+        "{}{}▶{}{}",
         if start > 0 { "«…" } else { "«" },
+        clean(&bytes[start..at]),
+        clean(&bytes[at..end]),
         if end < bytes.len() { "…»" } else { "»" }
     )
 }
@@ -315,7 +369,27 @@ mod tests {
         let err = simd_json::to_borrowed_value(&mut text).unwrap_err();
         let sentence = describe(&err, Some(&copy));
         assert!(!sentence.contains("Error"), "{sentence}");
-        assert!(sentence.contains("at character"), "{sentence}");
-        assert!(sentence.contains('«'), "{sentence}");
+        assert_eq!(
+            sentence,
+            r#"a comma is missing between two values, at character 13: «{"op":"ping" ▶"id":1}»"#
+        );
+        for (text, what) in [
+            (
+                r#"{"op":"ping","id":1"#,
+                "ends before every { and [ is closed",
+            ),
+            (r#"{"op":"ping","id":1}}"#, "a closing bracket too many"),
+            (r#"{"op":'ping'}"#, "double quotes"),
+            (
+                r#"{"op":"subscribe","symbols":["A",]}"#,
+                "a comma before a closing bracket",
+            ),
+            (r#"{"op":"ping","id":"1}"#, "not closed"),
+        ] {
+            let mut scratch = text.as_bytes().to_vec();
+            let err = simd_json::to_borrowed_value(&mut scratch).unwrap_err();
+            let sentence = describe(&err, Some(text.as_bytes()));
+            assert!(sentence.contains(what), "{text}: {sentence}");
+        }
     }
 }
