@@ -30,6 +30,7 @@ pub mod index;
 pub mod throttle;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,6 +138,19 @@ pub enum Command {
         /// Where to send them.
         reply: oneshot::Sender<Vec<Option<Tick>>>,
     },
+}
+
+impl Command {
+    /// The connection the command is for (none for `Quotes`).
+    pub fn conn(&self) -> Option<ConnId> {
+        match self {
+            Command::Attach { conn, .. }
+            | Command::Subscribe { conn, .. }
+            | Command::Unsubscribe { conn, .. }
+            | Command::Detach { conn } => Some(*conn),
+            Command::Quotes { .. } => None,
+        }
+    }
 }
 
 /// A session's way to reach the fan-out.
@@ -273,7 +287,7 @@ impl Fanout {
                 }
             }
             while let Ok(command) = commands.try_recv() {
-                self.apply(command);
+                self.apply_isolated(command);
             }
             if self.drain(&mut cursor) == Pass::Full {
                 // More may be waiting: let writers run, then continue.
@@ -290,7 +304,7 @@ impl Fanout {
                 biased;
                 () = shutdown.cancelled() => break,
                 command = commands.recv() => match command {
-                    Some(command) => self.apply(command),
+                    Some(command) => self.apply_isolated(command),
                     None => break,
                 },
                 () = wake.notified() => {}
@@ -457,6 +471,35 @@ impl Fanout {
         }
     }
 
+    /// Applies one session command; a panic while applying it (a bug)
+    /// costs only the connection it was for: that connection is closed
+    /// with 1011 and detached, the panic logged and counted, and the
+    /// fan-out goes on serving everyone else.
+    pub fn apply_isolated(&mut self, command: Command) {
+        let conn = command.conn();
+        let applied = std::panic::catch_unwind(AssertUnwindSafe(|| self.apply(command)));
+        if applied.is_ok() {
+            return;
+        }
+        Stats::add(&self.stats.connection_panics, 1);
+        tracing::error!(
+            conn,
+            "a panic in the fan-out ended one connection; the others are served on. \
+             This is a bug: please report it with this log line"
+        );
+        if let Some(conn) = conn {
+            if let Some(outbox) = self.index.outbox(conn) {
+                outbox.close(close_frame(1011, "internal error"));
+            }
+            let detached = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.apply(Command::Detach { conn });
+            }));
+            if detached.is_err() {
+                tracing::error!(conn, "detaching the connection after a panic panicked too");
+            }
+        }
+    }
+
     /// Applies one session command.
     pub fn apply(&mut self, command: Command) {
         self.apply_command(command);
@@ -571,5 +614,61 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::outbox::OutboxLimits;
+
+    fn outbox() -> Arc<Outbox> {
+        Arc::new(Outbox::new(OutboxLimits {
+            max_bytes: 1 << 20,
+            slow_consumer_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+        }))
+    }
+
+    fn subscribe(conn: ConnId, added: Vec<SymbolId>) -> (Command, oneshot::Receiver<()>) {
+        let (done, applied) = oneshot::channel();
+        let command = Command::Subscribe {
+            conn,
+            all: false,
+            added,
+            from: HashMap::new(),
+            interval: None,
+            done,
+        };
+        (command, applied)
+    }
+
+    #[test]
+    fn a_panic_applying_one_connections_command_closes_only_that_connection() {
+        let symbols = Arc::new(SymbolTable::new(["AAPL".to_string(), "MSFT".to_string()]));
+        let stats = Arc::new(Stats::default());
+        let (mut fanout, _handle, _commands) = Fanout::new(symbols, 16, stats.clone());
+        let (buggy, fine) = (outbox(), outbox());
+        fanout.apply_isolated(Command::Attach {
+            conn: 1,
+            outbox: buggy.clone(),
+        });
+        fanout.apply_isolated(Command::Attach {
+            conn: 2,
+            outbox: fine.clone(),
+        });
+        // A symbol id no session would send: the fan-out indexes past its
+        // tables, as a bug would make it.
+        let (command, _) = subscribe(1, vec![99]);
+        fanout.apply_isolated(command);
+        assert_eq!(stats.connection_panics.load(Ordering::Relaxed), 1);
+        assert!(buggy.is_closing(), "the connection it was for is closed");
+        assert!(fanout.index.outbox(1).is_none(), "and detached");
+        assert!(!fine.is_closing());
+        // The fan-out goes on serving the others.
+        let (command, mut applied) = subscribe(2, vec![0]);
+        fanout.apply_isolated(command);
+        assert!(applied.try_recv().is_ok(), "the next subscribe is answered");
+        assert_eq!(stats.connection_panics.load(Ordering::Relaxed), 1);
     }
 }
