@@ -14,12 +14,19 @@
 //!   producer for a server started with `--feed ingest`.
 //! - [`soak`]: `feed-sim soak`, connection churn and a check that the
 //!   server's memory and file descriptors come back afterwards.
-//! - `ws`: the client side of the WebSocket handshake, shared by both.
+//! - [`flood`]: `feed-sim flood`, HTTP requests and connection churn
+//!   (no ticks) against a server, for a bystander `load` to measure.
+//! - `ws`: where the server is and the client side of the WebSocket
+//!   handshake, shared by the subcommands.
+//! - `net`: connections from a chosen loopback source address, shared by
+//!   `load`, `soak` and `flood`.
 
 #![forbid(unsafe_code)]
 
+pub mod flood;
 pub mod hgrm;
 pub mod load;
+mod net;
 pub mod plot;
 pub mod progress;
 pub mod publish;

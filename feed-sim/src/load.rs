@@ -28,7 +28,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -42,13 +42,14 @@ use hdrhistogram::Histogram;
 use hyper_util::rt::TokioIo;
 use memchr::memmem;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 
 use tickcast::feed::now_nanos;
 use tickcast::tick::{SymbolId, SymbolTable};
 
 use crate::hgrm;
+use crate::net;
 use crate::plot::{self, Curve};
 use crate::progress::Progress;
 use crate::report::{
@@ -388,8 +389,7 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
     let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
     let mut stalled_tasks = Vec::with_capacity(args.stall);
     for i in 0..args.clients {
-        let source = (source_ips > 0)
-            .then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips) as u8)));
+        let source = net::source_ip(i as u64, source_ips);
         let subscribe = plans[i % plans.len()].clone();
         let client = Client {
             target: target.clone(),
@@ -806,24 +806,7 @@ impl Client {
     /// subscribe; returns the raw stream and any bytes read past the
     /// upgrade response.
     async fn connect(&self) -> anyhow::Result<(TcpStream, Bytes)> {
-        let socket = TcpSocket::new_v4().context("socket")?;
-        if let Some(source) = self.source {
-            // Leave the port to connect(), which may reuse one as long as
-            // the 4-tuple is new. bind() with port 0 would reserve a port
-            // no socket uses at all: with tens of thousands of clients, and
-            // the last run's ports in TIME_WAIT, that search costs the load
-            // generator whole seconds of CPU and skews the run.
-            nix::sys::socket::setsockopt(
-                &socket,
-                nix::sys::socket::sockopt::IpBindAddressNoPort,
-                &true,
-            )
-            .context("IP_BIND_ADDRESS_NO_PORT")?;
-            socket
-                .bind(SocketAddr::new(source, 0))
-                .with_context(|| format!("bind {source}"))?;
-        }
-        let stream = socket.connect(self.target.addr).await.context("connect")?;
+        let stream = net::connect_from(self.target.addr, self.source).await?;
         stream.set_nodelay(true).context("nodelay")?;
         let mut ws = ws::upgrade(stream, &self.target, None).await?;
         ws.write_frame(Frame::text(Payload::Owned(self.subscribe.to_vec())))

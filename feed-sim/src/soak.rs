@@ -20,7 +20,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -36,13 +35,14 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::load::{
     close_label, frame_len, masked_pong, next_frame, OPCODE_CLOSE, OPCODE_PING, OPCODE_TEXT,
 };
+use crate::net;
 use crate::progress::Progress;
 use crate::report;
 use crate::ws::{self, Target};
@@ -1143,22 +1143,8 @@ fn fail(shared: &Shared, reason: String) {
 
 /// Connects from the `n`th source address and upgrades.
 async fn connect(shared: &Shared, n: u64) -> anyhow::Result<Conn> {
-    let socket = TcpSocket::new_v4().context("socket")?;
-    if shared.source_ips > 0 {
-        let source = IpAddr::V4(Ipv4Addr::new(
-            127,
-            0,
-            0,
-            1 + (n % shared.source_ips as u64) as u8,
-        ));
-        socket
-            .bind(SocketAddr::new(source, 0))
-            .with_context(|| format!("bind {source}"))?;
-    }
-    let stream = socket
-        .connect(shared.target.addr)
-        .await
-        .context("connect")?;
+    let source = net::source_ip(n, shared.source_ips);
+    let stream = net::connect_from(shared.target.addr, source).await?;
     stream.set_nodelay(true).context("nodelay")?;
     let ws = ws::upgrade(stream, &shared.target, None).await?;
     let parts = ws

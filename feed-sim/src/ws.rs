@@ -28,15 +28,36 @@ pub(crate) struct Target {
 impl Target {
     /// Parses a `ws://host:port/path` URL and resolves the host.
     pub(crate) fn parse(url: &str) -> anyhow::Result<Self> {
+        Self::parse_scheme(
+            url,
+            "ws",
+            "ws://127.0.0.1:8080/ws",
+            " (wss is not supported)",
+        )
+    }
+
+    /// Parses an `http://host:port` URL and resolves the host.
+    pub(crate) fn parse_http(url: &str) -> anyhow::Result<Self> {
+        Self::parse_scheme(
+            url,
+            "http",
+            "http://127.0.0.1:8080",
+            " (https is not supported)",
+        )
+    }
+
+    /// Parses a `scheme://host:port/path` URL; `example` and `note` go
+    /// into the error messages.
+    fn parse_scheme(url: &str, scheme: &str, example: &str, note: &str) -> anyhow::Result<Self> {
         let uri: hyper::Uri = url
             .parse()
-            .with_context(|| format!("{url:?} is not a URL; give e.g. ws://127.0.0.1:8080/ws"))?;
-        if uri.scheme_str() != Some("ws") {
-            bail!("{url:?} is not a ws:// URL (wss is not supported); give e.g. ws://127.0.0.1:8080/ws");
+            .with_context(|| format!("{url:?} is not a URL; give e.g. {example}"))?;
+        if uri.scheme_str() != Some(scheme) {
+            bail!("{url:?} is not a {scheme}:// URL{note}; give e.g. {example}");
         }
         let authority = uri
             .authority()
-            .with_context(|| format!("{url:?} has no host; give e.g. ws://127.0.0.1:8080/ws"))?;
+            .with_context(|| format!("{url:?} has no host; give e.g. {example}"))?;
         let host = authority
             .host()
             .trim_start_matches('[')

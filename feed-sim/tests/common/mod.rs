@@ -101,3 +101,17 @@ pub fn soak_args(url: &str, flags: &[&str]) -> feed_sim::soak::SoakArgs {
         .chain(flags.iter().copied());
     Cli::try_parse_from(argv).expect("valid flags").soak
 }
+
+/// `feed-sim flood` with these flags, parsed as the command line is;
+/// `url` is the server's `http://HOST:PORT`.
+pub fn flood_args(url: &str, flags: &[&str]) -> feed_sim::flood::FloodArgs {
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flood: feed_sim::flood::FloodArgs,
+    }
+    let argv = ["feed-sim", "--url", url]
+        .into_iter()
+        .chain(flags.iter().copied());
+    Cli::try_parse_from(argv).expect("valid flags").flood
+}

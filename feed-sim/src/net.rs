@@ -1,0 +1,64 @@
+//! Client TCP connections from a chosen loopback source address, shared
+//! by `load`, `soak` and `flood`: many connections to one server spread
+//! over 127.0.0.1..=127.0.0.N so they do not run out of ephemeral ports
+//! (each source address has a port range of its own).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyhow::Context as _;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// The source address of the `n`th connection when connections are
+/// spread over `count` addresses 127.0.0.1..=127.0.0.`count`; `None`
+/// (let the kernel choose) when `count` is 0. `count` is at most 255.
+pub(crate) fn source_ip(n: u64, count: usize) -> Option<IpAddr> {
+    (count > 0).then(|| {
+        let last = 1 + n % count.min(255) as u64;
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, last as u8))
+    })
+}
+
+/// Connects to `addr` from `source` (any address when `None`); the source
+/// port is the kernel's choice.
+pub(crate) async fn connect_from(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .context("socket")?;
+    if let Some(source) = source {
+        // Leave the port to connect(), which may reuse one as long as the
+        // 4-tuple is new. bind() with port 0 would reserve a port no
+        // socket uses at all: with tens of thousands of connections, and
+        // the last run's ports in TIME_WAIT, that search costs the load
+        // generator whole seconds of CPU and skews the run.
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::IpBindAddressNoPort,
+            &true,
+        )
+        .context("IP_BIND_ADDRESS_NO_PORT")?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .with_context(|| format!("bind {source}"))?;
+    }
+    socket.connect(addr).await.context("connect")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_addresses_rotate_over_the_loopback_range() {
+        assert_eq!(source_ip(5, 0), None);
+        let ips: Vec<_> = (0..4).map(|n| source_ip(n, 3).unwrap()).collect();
+        let expect = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.1"];
+        assert_eq!(ips, expect.map(|ip| ip.parse::<IpAddr>().unwrap()));
+        assert_eq!(source_ip(254, 255), Some("127.0.0.255".parse().unwrap()));
+        assert_eq!(source_ip(255, 300), Some("127.0.0.1".parse().unwrap()));
+    }
+}
