@@ -112,6 +112,27 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// Connections the kernel may hold completed but not yet accepted (it caps
+/// this at `net.core.somaxconn`, 4096 on current Linux). A burst of
+/// connects (a reconnect storm after a network blip, or a flood) past the
+/// backlog is dropped and retried by the clients' kernels a second later.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` and listens with [`LISTEN_BACKLOG`] (tokio and std keep
+/// 128 for `TcpListener::bind`).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restart may bind at once although
+    // the previous process's connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl Server {
     /// Reads the token secret file and the TLS certificate and key, if
     /// given, and binds `config.listen`.
@@ -134,7 +155,7 @@ impl Server {
             }
         };
         let addr = config.listen;
-        let listener = TcpListener::bind(addr).await.map_err(|source| {
+        let listener = listen(addr).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
                 Error::AddrInUse { addr }
             } else {
