@@ -2,14 +2,18 @@
 //! with every message on `ticks.>` (any NATS client can publish there).
 //! It must never panic, and what it accepts must be a tick a node can
 //! carry: finite, non-negative prices, and a compact payload that encodes
-//! back to itself.
+//! back to itself. Runs on a small stack (`tickcast_fuzz::run`), so
+//! parsing that recurses per nesting level crashes here as it would on a
+//! server thread.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tickcast::feed::nats::{WireTick, COMPACT_LEN};
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|data: &[u8]| tickcast_fuzz::run(data, check));
+
+fn check(data: &[u8]) {
     match WireTick::decode(data) {
         Err(reason) => assert!(!reason.is_empty()),
         Ok(tick) => {
@@ -19,9 +23,13 @@ fuzz_target!(|data: &[u8]| {
             if data.len() == COMPACT_LEN {
                 assert_eq!(&tick.encode()[..], data, "compact form round trip");
             } else {
-                assert_eq!(data.first(), Some(&b'{'), "only JSON may differ from 44 bytes");
+                assert_eq!(
+                    data.first(),
+                    Some(&b'{'),
+                    "only JSON may differ from 44 bytes"
+                );
             }
             assert_eq!(WireTick::decode(&tick.encode()), Ok(tick));
         }
     }
-});
+}

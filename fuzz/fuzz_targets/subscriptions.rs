@@ -1,7 +1,9 @@
 //! Fuzz target: a client's requests, one per line of the input, through
 //! the real subscription handling: a session `Reader` in front of the
 //! running `Fanout` task, over a ring holding a few ticks, on a
-//! current-thread runtime.
+//! current-thread runtime built and driven on the small-stack thread of
+//! `tickcast_fuzz::run`: the reader, the fan-out task and their parsing
+//! all run within its 256 KiB.
 //!
 //! After each request the replies queued in the connection's outbox are
 //! checked against the request and against a model of the connection's
@@ -58,13 +60,15 @@ const CONN: u64 = 1;
 /// Sent after the input's requests.
 const UNSUBSCRIBE_ALL: &[u8] = br#"{"op":"unsubscribe","symbols":["*"]}"#;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|data: &[u8]| tickcast_fuzz::run(data, check));
+
+fn check(data: &[u8]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a current-thread runtime");
     runtime.block_on(session(data));
-});
+}
 
 async fn session(data: &[u8]) {
     let symbols = Arc::new(SymbolTable::new(

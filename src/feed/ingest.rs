@@ -241,9 +241,10 @@ pub fn parse_ticks(payload: &mut [u8]) -> Result<Vec<WireTick<'_>>, ProtocolErro
         simd_json::serde::from_slice::<WireTick<'_>>(payload).map(|t| vec![t])
     };
     parsed.map_err(|err| {
-        let (code, what) = match err.error() {
-            simd_json::ErrorType::Serde(_) => (ErrorCode::BadTick, "not a tick"),
-            _ => (ErrorCode::BadJson, "not JSON"),
+        let (code, what) = if json::is_type_error(&err) {
+            (ErrorCode::BadTick, "not a tick")
+        } else {
+            (ErrorCode::BadJson, "not JSON")
         };
         ProtocolError::new(
             code,
@@ -381,6 +382,52 @@ impl Messages for Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusal(text: &str) -> ProtocolError {
+        parse_ticks(&mut text.as_bytes().to_vec()).unwrap_err()
+    }
+
+    #[test]
+    fn publisher_messages_are_parsed_within_bounds_and_refused_in_words() {
+        let tick = r#"{"sym":"AAPL","seq":1,"px":1.5,"bid":1.4,"ask":1.6,"size":1,"ts":2}"#;
+        assert_eq!(parse_ticks(&mut tick.as_bytes().to_vec()).unwrap().len(), 1);
+        let two = format!("[{tick},{tick}]");
+        assert_eq!(parse_ticks(&mut two.into_bytes()).unwrap().len(), 2);
+        // An empty array publishes nothing, and is no error.
+        assert!(parse_ticks(&mut b" [] ".to_vec()).unwrap().is_empty());
+        for (text, code, words) in [
+            (
+                r#"{"sym":"AAPL","seq":1}"#,
+                ErrorCode::BadTick,
+                "missing field",
+            ),
+            (
+                r#"{"sym":7,"seq":1,"px":1,"bid":1,"ask":1,"size":1,"ts":1}"#,
+                ErrorCode::BadTick,
+                "expected",
+            ),
+            (
+                r#"{"sym":"A","seq":"42","px":1,"bid":1,"ask":1,"size":1,"ts":1}"#,
+                ErrorCode::BadTick,
+                "expected",
+            ),
+            (r#"[1,"AAPL"]"#, ErrorCode::BadTick, "expected"),
+            (
+                r#"{"sym":"AAPL" "seq":1}"#,
+                ErrorCode::BadJson,
+                "at character 14",
+            ),
+            ("42", ErrorCode::BadJson, "a JSON object"),
+        ] {
+            let err = refusal(text);
+            assert_eq!(err.code, code, "{text}: {}", err.message);
+            assert!(err.message.contains(words), "{text}: {}", err.message);
+        }
+        let deep = format!("[{}{}]", "[".repeat(5_000), "]".repeat(5_000));
+        let err = refusal(&deep);
+        assert_eq!(err.code, ErrorCode::BadJson);
+        assert!(err.message.contains("32 levels deep"), "{}", err.message);
+    }
 
     #[test]
     fn token_comparison_needs_an_exact_match() {

@@ -193,6 +193,29 @@ fn check_unicode_escape(bytes: &[u8], at: usize) -> Result<usize, JsonFault> {
     }
 }
 
+/// Whether `err` says the JSON was well formed but held the wrong type of
+/// value somewhere (a string where a number belongs), rather than that it
+/// was not JSON.
+pub fn is_type_error(err: &simd_json::Error) -> bool {
+    use simd_json::ErrorType as E;
+    matches!(
+        err.error(),
+        E::Unexpected(..)
+            | E::ExpectedArray
+            | E::ExpectedBoolean
+            | E::ExpectedEnum
+            | E::ExpectedFloat
+            | E::ExpectedInteger
+            | E::ExpectedMap
+            | E::ExpectedNull
+            | E::ExpectedNumber
+            | E::ExpectedSigned
+            | E::ExpectedString
+            | E::ExpectedUnsigned
+            | E::Serde(_)
+    )
+}
+
 /// A parser's error as a sentence for a client developer: what was wrong
 /// (`simd_json`'s error kind, in words), at which character, and the text
 /// around it when `bytes` is given: the payload as received, or what is
@@ -215,9 +238,25 @@ pub fn describe(err: &simd_json::Error, bytes: Option<&[u8]>) -> String {
         E::ExpectedObjectKey | E::KeyMustBeAString | E::BadKeyType => {
             "an object key is not a string in double quotes"
         }
-        E::ExpectedTrue | E::ExpectedFalse | E::ExpectedNull => {
+        E::ExpectedTrue | E::ExpectedFalse => {
             "a word is not true, false or null (strings need double quotes)"
         }
+        E::Unexpected(Some(expected), Some(found)) => {
+            return format!(
+                "expected {} but found {}, at character {}",
+                type_name(*expected),
+                type_name(*found),
+                err.index()
+            )
+        }
+        E::ExpectedArray => "expected an array",
+        E::ExpectedMap => "expected an object",
+        E::ExpectedString => "expected a string",
+        E::ExpectedBoolean => "expected true or false",
+        E::ExpectedNull => "expected null",
+        E::ExpectedUnsigned => "expected a whole number of 0 or more",
+        E::ExpectedSigned | E::ExpectedInteger => "expected a whole number",
+        E::ExpectedFloat | E::ExpectedNumber => "expected a number",
         _ => bytes
             .and_then(|bytes| hint(bytes, err.index()))
             .unwrap_or("this is not valid JSON (a missing or extra bracket, comma or quote?)"),
@@ -229,6 +268,21 @@ pub fn describe(err: &simd_json::Error, bytes: Option<&[u8]>) -> String {
             format!("{what}, at character {at}: {}", excerpt(bytes, at))
         }
         None => format!("{what}, at character {}", err.index()),
+    }
+}
+
+/// A JSON type as a client developer says it.
+fn type_name(value: simd_json::ValueType) -> &'static str {
+    use simd_json::ValueType as V;
+    match value {
+        V::Null => "null",
+        V::Bool => "true or false",
+        V::I64 | V::U64 | V::I128 | V::U128 => "a whole number",
+        V::F64 => "a number",
+        V::String => "a string",
+        V::Array => "an array",
+        V::Object => "an object",
+        _ => "another value",
     }
 }
 
