@@ -112,27 +112,6 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Connections the kernel may hold completed but not yet accepted (it caps
-/// this at `net.core.somaxconn`, 4096 on current Linux). A burst of
-/// connects (a reconnect storm after a network blip, or a flood) past the
-/// backlog is dropped and retried by the clients' kernels a second later.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds `addr` and listens with [`LISTEN_BACKLOG`] (tokio and std keep
-/// 128 for `TcpListener::bind`).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    // As `TcpListener::bind` does: a restart may bind at once although
-    // the previous process's connections linger in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 impl Server {
     /// Reads the token secret file and the TLS certificate and key, if
     /// given, and binds `config.listen`.
@@ -155,7 +134,13 @@ impl Server {
             }
         };
         let addr = config.listen;
-        let listener = listen(addr).map_err(|source| {
+        // The listen backlog stays tokio's 128. A longer one (4096 was
+        // measured) lets a burst of connects in all at once, and setting
+        // them up starves the tick path: the bystander's p99 under 20,000
+        // connects went from 2-4 ms to 30-230 ms (docs/BENCHMARKS.md).
+        // With 128 the kernel turns the rest of a burst away, and the
+        // connecting clients, not the server, wait for their retry.
+        let listener = TcpListener::bind(addr).await.map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
                 Error::AddrInUse { addr }
             } else {
