@@ -82,7 +82,8 @@ use tickcast::http::{self, AppState};
 use tickcast::ring::{self, Producer};
 use tickcast::server::start_stages;
 use tickcast::stats::Stats;
-use tickcast::tick::{SymbolTable, Tick};
+use tickcast::symbol::Symbols;
+use tickcast::tick::Tick;
 
 /// Client counts measured.
 const CLIENTS: [usize; 2] = [100, 1_000];
@@ -233,7 +234,10 @@ impl<'rt> Harness<'rt> {
     fn start(rt: &'rt Runtimes, contender: Contender, n: usize) -> Self {
         let specs = universe(SYMBOLS);
         let simulator = Simulator::new(&specs, 1000.0, 7);
-        let symbols = Arc::new(SymbolTable::new(specs.into_iter().map(|s| s.name)));
+        let symbols = Arc::new(
+            Symbols::fixed(specs.into_iter().map(|s| (s.name, s.decimals)))
+                .expect("distinct tickers"),
+        );
         let symbol = symbols
             .id(SYMBOL)
             .expect("the universe starts with real tickers");
@@ -397,7 +401,7 @@ impl<'rt> Harness<'rt> {
 
 /// tickcast's stages wired by the same `start_stages` as `Server::run`,
 /// with the ring's producer kept by the bench instead of a feed thread.
-fn start_tickcast(server: &Runtime, listener: TcpListener, symbols: Arc<SymbolTable>) -> Feed {
+fn start_tickcast(server: &Runtime, listener: TcpListener, symbols: Arc<Symbols>) -> Feed {
     let _entered = server.enter();
     let config = Config::defaults();
     let stats = Arc::new(Stats::default());
@@ -425,7 +429,7 @@ fn start_tickcast(server: &Runtime, listener: TcpListener, symbols: Arc<SymbolTa
 }
 
 /// The naive server's accept loop: one tokio-tungstenite task per client.
-fn start_naive(server: &Runtime, listener: TcpListener, symbols: Arc<SymbolTable>) -> Feed {
+fn start_naive(server: &Runtime, listener: TcpListener, symbols: Arc<Symbols>) -> Feed {
     // Far more than the one tick in flight: a receiver never lags here.
     let (sender, _) = broadcast::channel::<Tick>(1024);
     let lagged = Arc::new(AtomicU64::new(0));
@@ -488,7 +492,7 @@ struct SubscribedMsg<'a> {
 async fn naive_session(
     socket: TcpStream,
     sender: broadcast::Sender<Tick>,
-    symbols: Arc<SymbolTable>,
+    symbols: Arc<Symbols>,
     lagged: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
@@ -534,7 +538,7 @@ async fn naive_session(
             }
             tick = ticks.recv() => match tick {
                 Ok(tick) => {
-                    let sym = symbols.name(tick.symbol);
+                    let sym = &*symbols.name(tick.symbol);
                     if !wanted.iter().any(|w| w == sym) {
                         continue;
                     }

@@ -30,7 +30,8 @@ use tickcast::feed::symbols::universe;
 use tickcast::protocol::frame::text_frame;
 use tickcast::session::outbox::{Outbox, OutboxLimits};
 use tickcast::stats::Stats;
-use tickcast::tick::{SymbolTable, Tick};
+use tickcast::symbol::Symbols;
+use tickcast::tick::Tick;
 
 /// Subscriber counts measured.
 const RECIPIENTS: [usize; 3] = [1_000, 10_000, 100_000];
@@ -44,7 +45,7 @@ const BASELINE_MAX_RECIPIENTS: usize = 10_000;
 /// subscriber follows).
 const TICKS: usize = 1024;
 
-fn ticks() -> (Vec<Tick>, Arc<SymbolTable>) {
+fn ticks() -> (Vec<Tick>, Arc<Symbols>) {
     let specs = universe(100);
     let mut sim = Simulator::new(&specs, 1000.0, 7);
     let ticks = (0..TICKS as u64)
@@ -53,7 +54,9 @@ fn ticks() -> (Vec<Tick>, Arc<SymbolTable>) {
             ..sim.next_tick(1_732_250_000_000_000_000 + i * 1_000_000)
         })
         .collect();
-    let table = Arc::new(SymbolTable::new(specs.into_iter().map(|s| s.name)));
+    let table = Arc::new(
+        Symbols::fixed(specs.into_iter().map(|s| (s.name, s.decimals))).expect("distinct tickers"),
+    );
     (ticks, table)
 }
 
@@ -62,7 +65,7 @@ fn ticks() -> (Vec<Tick>, Arc<SymbolTable>) {
 /// already drained.
 fn fanout_with(
     n: usize,
-    symbols: &Arc<SymbolTable>,
+    symbols: &Arc<Symbols>,
     interval: Option<Duration>,
 ) -> (Fanout, Vec<Arc<Outbox>>) {
     let (mut fanout, _handle, _commands) = Fanout::new(
@@ -142,7 +145,7 @@ fn fanout(c: &mut Criterion) {
         }
         let (sender, _) = broadcast::channel::<Tick>(16);
         let mut receivers: Vec<_> = (0..n).map(|_| sender.subscribe()).collect();
-        let name = symbols.name(0);
+        let name = &*symbols.name(0);
         let mut i = 0;
         group.bench_with_input(BenchmarkId::new("broadcast_serde_naive", n), &n, |b, _| {
             b.iter(|| {

@@ -53,10 +53,27 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Number of symbols the simulator trades: real US tickers first, then
-    /// generated names.
+    /// generated names (the built-in feed only: an external feed's symbols
+    /// are its own).
     #[arg(long, env = "TICKCAST_SYMBOLS", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub symbols: u32,
+
+    /// A file listing the symbols the server carries, one per line: NAME,
+    /// or NAME,DECIMALS for a price precision (e.g. EURUSD,5); # starts a
+    /// comment. Then the universe is fixed: an external feed's ticks of
+    /// other symbols are refused (unknown_symbol), and the simulator
+    /// trades these. Without it an external feed's symbols are learned
+    /// from its ticks, up to --max-symbols.
+    #[arg(long, env = "TICKCAST_SYMBOLS_FILE")]
+    pub symbols_file: Option<PathBuf>,
+
+    /// Most symbols the server learns from an external feed; ticks of new
+    /// symbols past it are refused (symbol_limit) and counted
+    /// (tickcast_feed_symbols_refused_total).
+    #[arg(long, env = "TICKCAST_MAX_SYMBOLS", default_value_t = crate::symbol::DEFAULT_MAX_SYMBOLS,
+          value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
+    pub max_symbols: u32,
 
     /// Total ticks per second across all symbols.
     #[arg(long, env = "TICKCAST_RATE", default_value_t = 1000.0, value_parser = parse_rate)]

@@ -76,6 +76,14 @@ pub enum Error {
         /// What rustls refused.
         source: tokio_rustls::rustls::Error,
     },
+    /// `--symbols-file` cannot be read or is not a list of symbols.
+    #[error("the symbols file {}: {message}", path.display())]
+    SymbolsFile {
+        /// The file given.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
     /// The feed thread could not start.
     #[error("cannot start the feed thread: {0}; the system may be out of threads or memory")]
     FeedThread(io::Error),

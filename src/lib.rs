@@ -18,6 +18,8 @@
 //! ```
 //!
 //! - [`tick`]: the value that travels every stage.
+//! - [`price`]: exact prices, scaled integers in, shortest decimals out.
+//! - [`symbol`]: the symbol registry, fixed or learned from the feed.
 //! - [`feed`]: stage 1, where ticks come from (the built-in simulator).
 //! - [`ring`]: stage 2, the lock-free single-producer broadcast ring.
 //! - [`fanout`]: stage 3, serialize once, route by symbol.
@@ -33,6 +35,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod price;
+pub mod symbol;
 pub mod tick;
 
 pub mod fanout;

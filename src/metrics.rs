@@ -139,6 +139,18 @@ impl Collector for StatsCollector {
         )?;
         counter(
             e,
+            "feed_symbols_refused",
+            "Feed ticks of new symbols refused because the server carries --max-symbols already",
+            &s.feed_symbols_refused,
+        )?;
+        gauge(
+            e,
+            "symbols",
+            "Symbols the server carries (with an external feed, those that have traded)",
+            load(&s.symbols),
+        )?;
+        counter(
+            e,
             "ticks_fanned_out",
             "Ticks the fan-out read from the ring",
             &s.ticks_read,

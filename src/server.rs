@@ -25,15 +25,18 @@ use crate::auth::{read_secret_file, Authenticator};
 use crate::config::{Config, FeedSource};
 use crate::error::Error;
 use crate::fanout::Fanout;
+use crate::feed::external::Intake;
 use crate::feed::ingest::IngestPort;
-use crate::feed::{self, sim::Simulator, symbols::universe};
+use crate::feed::symbols::{self as listed, SymbolSpec};
+use crate::feed::{self, sim::Simulator};
 use crate::http::limits::ConnectionLimits;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::ring::{self, Cursor};
 use crate::session::SessionContext;
 use crate::stats::Stats;
-use crate::tick::{SymbolTable, Tick};
+use crate::symbol::{self, Symbols};
+use crate::tick::Tick;
 use crate::tls;
 
 /// How long shutdown waits for connections to finish closing.
@@ -47,7 +50,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// feed; the end-to-end bench calls it with a ring it feeds itself.
 pub fn start_stages(
     config: &Config,
-    symbols: Arc<SymbolTable>,
+    symbols: Arc<Symbols>,
     stats: Arc<Stats>,
     cursor: Cursor<Tick>,
     wake: Arc<Notify>,
@@ -100,6 +103,8 @@ pub struct Server {
     stats: Arc<Stats>,
     /// Set with `--tls-cert`/`--tls-key`: the listener speaks TLS.
     tls: Option<TlsAcceptor>,
+    /// The `--symbols-file` list, read at bind.
+    symbols_file: Option<Vec<(String, u8)>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -119,6 +124,21 @@ impl Server {
         if let Some(path) = config.auth_secret_file.take() {
             config.auth_secret = Some(read_secret_file(&path)?);
         }
+        let symbols_file = match &config.symbols_file {
+            None => None,
+            Some(path) => {
+                let failed = |message: String| Error::SymbolsFile {
+                    path: path.clone(),
+                    message,
+                };
+                let text = std::fs::read_to_string(path).map_err(|err| {
+                    failed(format!(
+                        "{err}; give a readable text file, one symbol per line"
+                    ))
+                })?;
+                Some(symbol::parse_list(&text).map_err(failed)?)
+            }
+        };
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
             (None, None) => None,
@@ -152,6 +172,7 @@ impl Server {
             config,
             stats: Arc::new(Stats::default()),
             tls,
+            symbols_file,
         })
     }
 
@@ -174,9 +195,10 @@ impl Server {
             config,
             stats,
             tls,
+            symbols_file,
         } = self;
-        let specs = universe(config.symbols as usize);
-        let symbols = Arc::new(SymbolTable::new(specs.iter().map(|s| s.name.clone())));
+        let (symbols, specs) = universe(&config, symbols_file);
+        let symbols = Arc::new(symbols);
 
         // Stage 1 → 2: the feed writes the ring, from the simulator thread,
         // a publisher connected to /ingest, or a NATS subscription.
@@ -198,11 +220,10 @@ impl Server {
                     .clone()
                     .filter(|token| !token.is_empty())
                     .ok_or(Error::MissingIngestToken)?;
+                let intake = Intake::new(producer, symbols.clone(), stats.clone(), wake.clone());
                 let port = IngestPort::new(
-                    producer,
-                    wake.clone(),
+                    intake,
                     token,
-                    symbols.clone(),
                     stats.clone(),
                     config.guard_limits(),
                     config.outbox_limits(),
@@ -243,11 +264,11 @@ impl Server {
                 "tickcast is serving {ws}://{addr}/ws with the built-in feed; dashboard at {web}://{addr}/"
             ),
             FeedSource::Ingest => tracing::info!(
-                symbols = config.symbols,
+                symbols = %universe_summary(&config),
                 "tickcast is serving {ws}://{addr}/ws; publishers connect to {ws}://{addr}/ingest"
             ),
             FeedSource::Nats(_) => tracing::info!(
-                symbols = config.symbols,
+                symbols = %universe_summary(&config),
                 nats = %config.nats_servers(),
                 "tickcast is serving {ws}://{addr}/ws with ticks from NATS subjects ticks.>"
             ),
@@ -284,5 +305,33 @@ impl Server {
             let _ = tokio::task::spawn_blocking(move || nats.stop()).await;
         }
         Ok(())
+    }
+}
+
+/// The registry the server starts with and, for the built-in feed, what
+/// the simulator trades: the simulator's tickers (or the symbols file's),
+/// or for an external feed the symbols file's list or a registry that
+/// learns the feed's own symbols.
+fn universe(config: &Config, file: Option<Vec<(String, u8)>>) -> (Symbols, Vec<SymbolSpec>) {
+    let fixed = |list: &[(String, u8)]| {
+        Symbols::fixed(list.iter().cloned()).expect("checked when the list was read")
+    };
+    match (&config.feed, file) {
+        (FeedSource::Sim, Some(list)) => (fixed(&list), listed::simulated(&list)),
+        (FeedSource::Sim, None) => {
+            let specs = listed::universe(config.symbols as usize);
+            let list: Vec<_> = specs.iter().map(|s| (s.name.clone(), s.decimals)).collect();
+            (fixed(&list), specs)
+        }
+        (_, Some(list)) => (fixed(&list), Vec::new()),
+        (_, None) => (Symbols::learned(config.max_symbols as usize), Vec::new()),
+    }
+}
+
+/// How the start-up log line describes an external feed's symbols.
+fn universe_summary(config: &Config) -> String {
+    match &config.symbols_file {
+        Some(path) => format!("those in {}", path.display()),
+        None => format!("learned from the feed, up to {}", config.max_symbols),
     }
 }

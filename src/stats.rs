@@ -41,6 +41,11 @@ pub struct Stats {
     /// Feed messages dropped for not decoding, a bad price or a `seq` not
     /// after the symbol's last one.
     pub feed_bad_ticks: AtomicU64,
+    /// Feed ticks of new symbols refused because the server carries
+    /// `--max-symbols` already.
+    pub feed_symbols_refused: AtomicU64,
+    /// Symbols the fan-out serves.
+    pub symbols: AtomicUsize,
     /// Ticks the fan-out has read from the ring.
     pub ticks_read: AtomicU64,
     /// Ticks the fan-out lost because it fell a whole ring behind.
@@ -85,6 +90,8 @@ impl Default for Stats {
             feed_connected: AtomicBool::new(true),
             feed_unknown_symbols: AtomicU64::new(0),
             feed_bad_ticks: AtomicU64::new(0),
+            feed_symbols_refused: AtomicU64::new(0),
+            symbols: AtomicUsize::new(0),
             ticks_read: AtomicU64::new(0),
             ring_lagged: AtomicU64::new(0),
             feed_gaps: AtomicU64::new(0),
@@ -115,5 +122,10 @@ impl Stats {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to `counter` and returns the new total.
+    pub fn add_returning(counter: &AtomicU64, n: u64) -> u64 {
+        counter.fetch_add(n, Ordering::Relaxed) + n
     }
 }

@@ -2,21 +2,12 @@
 //!
 //! The feed creates ticks, the `ring` stores them as fixed-size words, the
 //! `fanout` serializes each one once. A tick names its symbol by
-//! [`SymbolId`], an index into the server's [`SymbolTable`].
+//! [`SymbolId`], an index into the server's [`crate::symbol::Symbols`],
+//! and carries its prices as exact [`Price`]s.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
+use crate::price::Price;
 use crate::ring::Record;
-
-/// Whether a tick's prices (last, bid, ask) are ones a feed may publish:
-/// finite and non-negative. External feeds refuse a tick that fails this.
-pub fn prices_are_valid(prices: [f64; 3]) -> bool {
-    prices.iter().all(|p| p.is_finite() && *p >= 0.0)
-}
-
-/// Index of a symbol in the [`SymbolTable`]; dense, starting at 0.
-pub type SymbolId = u32;
+pub use crate::symbol::SymbolId;
 
 /// One market-data update for one symbol.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -27,11 +18,11 @@ pub struct Tick {
     /// every following one exactly one more.
     pub seq: u64,
     /// Last trade price.
-    pub px: f64,
+    pub px: Price,
     /// Best bid.
-    pub bid: f64,
+    pub bid: Price,
     /// Best ask.
-    pub ask: f64,
+    pub ask: Price,
     /// Size of the last trade, in shares.
     pub size: u32,
     /// Producer's wall-clock time when the tick was made, in nanoseconds
@@ -46,9 +37,9 @@ impl Record for Tick {
         out[0] = (u64::from(self.symbol) << 32) | u64::from(self.size);
         out[1] = self.seq;
         out[2] = self.ts;
-        out[3] = self.px.to_bits();
-        out[4] = self.bid.to_bits();
-        out[5] = self.ask.to_bits();
+        out[3] = self.px.units() as u64;
+        out[4] = self.bid.units() as u64;
+        out[5] = self.ask.units() as u64;
     }
 
     fn from_words(words: &[u64]) -> Self {
@@ -57,60 +48,17 @@ impl Record for Tick {
             size: words[0] as u32,
             seq: words[1],
             ts: words[2],
-            px: f64::from_bits(words[3]),
-            bid: f64::from_bits(words[4]),
-            ask: f64::from_bits(words[5]),
+            px: from_word(words[3]),
+            bid: from_word(words[4]),
+            ask: from_word(words[5]),
         }
     }
 }
 
-/// The fixed set of symbols a server carries, in [`SymbolId`] order.
-///
-/// Built once at start-up and shared read-only, so name lookups on the
-/// subscribe path take no lock.
-#[derive(Debug)]
-pub struct SymbolTable {
-    names: Vec<Arc<str>>,
-    by_name: HashMap<Arc<str>, SymbolId>,
-}
-
-impl SymbolTable {
-    /// Builds a table from distinct names; their order gives the ids.
-    pub fn new(names: impl IntoIterator<Item = String>) -> Self {
-        let names: Vec<Arc<str>> = names.into_iter().map(Arc::from).collect();
-        let by_name = names
-            .iter()
-            .enumerate()
-            .map(|(id, name)| (name.clone(), id as SymbolId))
-            .collect::<HashMap<_, _>>();
-        assert_eq!(by_name.len(), names.len(), "symbol names must be distinct");
-        SymbolTable { names, by_name }
-    }
-
-    /// The id of `name`, if the server carries it.
-    pub fn id(&self, name: &str) -> Option<SymbolId> {
-        self.by_name.get(name).copied()
-    }
-
-    /// The name of symbol `id`. Panics on an id not from this table.
-    pub fn name(&self, id: SymbolId) -> &str {
-        &self.names[id as usize]
-    }
-
-    /// Number of symbols.
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    /// True when the table has no symbols.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
-    /// All ids, in order.
-    pub fn ids(&self) -> impl Iterator<Item = SymbolId> {
-        0..self.names.len() as SymbolId
-    }
+/// The price a ring word holds; only [`Tick::to_words`] writes them, so
+/// the units are always within range.
+fn from_word(word: u64) -> Price {
+    Price::from_units(word as i64).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -122,23 +70,14 @@ mod tests {
         let tick = Tick {
             symbol: 4_000_000,
             seq: u64::MAX - 3,
-            px: 187.25,
-            bid: 187.24,
-            ask: 187.26,
+            px: "187.25".parse().unwrap(),
+            bid: "-0.00000001".parse().unwrap(),
+            ask: "9999999999.99999999".parse().unwrap(),
             size: u32::MAX,
             ts: 1_732_250_000_123_456_789,
         };
         let mut words = [0u64; Tick::WORDS];
         tick.to_words(&mut words);
         assert_eq!(Tick::from_words(&words), tick);
-    }
-
-    #[test]
-    fn symbol_table_maps_both_ways() {
-        let table = SymbolTable::new(["AAPL".to_string(), "MSFT".to_string()]);
-        assert_eq!(table.id("MSFT"), Some(1));
-        assert_eq!(table.name(0), "AAPL");
-        assert_eq!(table.id("TSLA"), None);
-        assert_eq!(table.len(), 2);
     }
 }

@@ -131,7 +131,10 @@ async fn a_new_publisher_takes_over_and_carries_on() {
     let error = second.recv_until(|v| v["type"] == "error").await;
     assert_eq!(error["code"], "bad_tick");
     assert!(
-        error["message"].as_str().unwrap().contains("seq 1 of NVDA"),
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("seq 1 of \"NVDA\""),
         "{error}"
     );
     assert_eq!(client.recv_until(|v| v["type"] == "tick").await["seq"], 2);

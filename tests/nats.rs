@@ -15,7 +15,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 use tickcast::config::FeedSource;
-use tickcast::feed::nats::{subject, WireTick};
+use tickcast::feed::nats::{subject, Payload};
+use tickcast::price::Price;
 use tickcast::tick::Tick;
 
 /// A `nats-server` process on a port of its own; killed when dropped.
@@ -78,11 +79,11 @@ impl Drop for NatsServer {
     }
 }
 
-/// A node fed from `nats` (10 symbols).
+/// A node fed from `nats`, carrying a fixed list of 10 symbols.
 async fn node(nats: &NatsServer) -> TestServer {
     let mut cfg = config();
     cfg.feed = FeedSource::Nats(Some(nats.url()));
-    cfg.symbols = 10;
+    cfg.symbols_file = Some(common::ingest::symbols_file(10));
     start(cfg).await
 }
 
@@ -106,18 +107,22 @@ impl Publisher {
     /// odd seqs in the compact form, even ones as JSON, since nodes read
     /// both.
     async fn send(&self, sym: &str, seq: u64) {
-        let px = 100.0 + seq as f64 / 100.0;
-        let tick = WireTick::from_tick(&Tick {
-            symbol: 0,
-            seq,
-            px,
-            bid: px - 0.01,
-            ask: px + 0.01,
-            size: 100 + seq as u32,
-            ts: 1_700_000_000_000_000_000 + seq,
-        });
+        let cents = |c: i64| Price::from_scaled(c, 2).expect("in range");
+        let px = 10_000 + seq as i64;
+        let tick = Payload::from_tick(
+            sym,
+            &Tick {
+                symbol: 0,
+                seq,
+                px: cents(px),
+                bid: cents(px - 1),
+                ask: cents(px + 1),
+                size: 100 + seq as u32,
+                ts: 1_700_000_000_000_000_000 + seq,
+            },
+        );
         let payload = if seq % 2 == 1 {
-            tick.encode().to_vec()
+            tick.encode()
         } else {
             tick.encode_json()
         };

@@ -25,9 +25,10 @@ pub fn tick_json(name: &str, tick: &Tick) -> String {
         kind: "tick",
         sym: name,
         seq: tick.seq,
-        px: tick.px,
-        bid: tick.bid,
-        ask: tick.ask,
+        // A per-connection server would hold prices as floats.
+        px: tick.px.to_f64(),
+        bid: tick.bid.to_f64(),
+        ask: tick.ask.to_f64(),
         size: tick.size,
         ts: tick.ts,
     })

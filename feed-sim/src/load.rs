@@ -46,7 +46,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 
 use tickcast::feed::now_nanos;
-use tickcast::tick::{SymbolId, SymbolTable};
+use tickcast::tick::SymbolId;
 
 use crate::hgrm;
 use crate::net;
@@ -268,6 +268,30 @@ enum Phase {
     Done,
 }
 
+/// The server's symbols by name, numbered in the order it lists them.
+struct SymbolIds {
+    by_name: std::collections::HashMap<Box<str>, SymbolId>,
+}
+
+impl SymbolIds {
+    fn new(names: impl IntoIterator<Item = String>) -> Self {
+        let by_name = names
+            .into_iter()
+            .enumerate()
+            .map(|(id, name)| (name.into_boxed_str(), id as SymbolId))
+            .collect();
+        SymbolIds { by_name }
+    }
+
+    fn id(&self, name: &str) -> Option<SymbolId> {
+        self.by_name.get(name).copied()
+    }
+
+    fn len(&self) -> usize {
+        self.by_name.len()
+    }
+}
+
 /// What the run shares between its clients (all on one thread).
 struct Shared {
     phase: Cell<Phase>,
@@ -275,7 +299,7 @@ struct Shared {
     run_over: Notify,
     /// When the warm-up began (`None` while `--idle` waits for clients).
     timeline_start: Cell<Option<Instant>>,
-    symbols: SymbolTable,
+    symbols: SymbolIds,
     tick_fields: TickFields,
     connected: Cell<usize>,
     stalled_connected: Cell<usize>,
@@ -312,22 +336,37 @@ struct Totals {
     still_behind: u64,
 }
 
+/// How long a run waits for a server with no symbols yet to learn some.
+const SYMBOLS_WAIT: Duration = Duration::from_secs(10);
+
 async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
     let target = Target::parse(&args.url)?;
     let nofile_limit = raise_open_file_limit(args.clients);
 
-    let names = ws::fetch_symbols(&target, None)
-        .await
-        .map(|rows| rows.into_iter().map(|r| r.sym).collect::<Vec<_>>())
-        .with_context(|| {
-            format!(
-            "could not read the symbol list from http://{}/symbols: is the server running at {}?",
-            target.authority, args.url
-        )
-        })?;
-    if names.is_empty() {
-        bail!("the server carries no symbols");
-    }
+    // A server fed from outside learns its symbols from the feed's first
+    // ticks: give a publisher started beside this run a moment.
+    let waiting_since = Instant::now();
+    let names = loop {
+        let names = ws::fetch_symbols(&target, None)
+            .await
+            .map(|rows| rows.into_iter().map(|r| r.sym).collect::<Vec<_>>())
+            .with_context(|| {
+                format!(
+                "could not read the symbol list from http://{}/symbols: is the server running at {}?",
+                target.authority, args.url
+            )
+            })?;
+        if !names.is_empty() {
+            break names;
+        }
+        if waiting_since.elapsed() >= SYMBOLS_WAIT {
+            bail!(
+                "the server carries no symbols after {} s; is its feed publishing?",
+                SYMBOLS_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let (subscription, plans) = match args.subs {
         Some(k) => {
             if k == 0 || k > names.len() {
@@ -358,7 +397,7 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
         phase: Cell::new(Phase::WarmingUp),
         run_over: Notify::new(),
         timeline_start: Cell::new(None),
-        symbols: SymbolTable::new(names),
+        symbols: SymbolIds::new(names),
         tick_fields: TickFields::new(),
         connected: Cell::new(0),
         stalled_connected: Cell::new(0),
@@ -1115,7 +1154,7 @@ impl TickFields {
         }
     }
 
-    fn parse(&self, payload: &[u8], symbols: &SymbolTable) -> Option<TickSeen> {
+    fn parse(&self, payload: &[u8], symbols: &SymbolIds) -> Option<TickSeen> {
         let sym_start = self.sym.find(payload)? + self.sym.needle().len();
         let sym_len = memchr::memchr(b'"', &payload[sym_start..])?;
         let name = std::str::from_utf8(&payload[sym_start..sym_start + sym_len]).ok()?;
@@ -1196,17 +1235,17 @@ mod tests {
     use tickcast::protocol::frame::{close_frame, text_frame};
     use tickcast::tick::Tick;
 
-    fn table() -> SymbolTable {
-        SymbolTable::new(["AAPL", "BRK.B", "MSFT"].map(String::from))
+    fn table() -> SymbolIds {
+        SymbolIds::new(["AAPL", "BRK.B", "MSFT"].map(String::from))
     }
 
     fn tick(symbol: SymbolId, seq: u64) -> Tick {
         Tick {
             symbol,
             seq,
-            px: 187.25,
-            bid: 187.24,
-            ask: 187.26,
+            px: "187.25".parse().unwrap(),
+            bid: "187.24".parse().unwrap(),
+            ask: "187.26".parse().unwrap(),
             size: 300,
             ts: 1_732_250_000_123_456_789,
         }

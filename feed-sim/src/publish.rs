@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use clap::{Args, ValueEnum};
 use fastwebsockets::{after_handshake_split, FragmentCollectorRead, Frame, OpCode, Payload, Role};
 use tokio::net::TcpStream;
@@ -181,9 +181,9 @@ async fn publish_nats(args: &PublishArgs, url: &str) -> anyhow::Result<Published
         let due = pacer.due(now);
         for _ in 0..due {
             let tick = simulator.next_tick(now_nanos());
-            let wire = nats::WireTick::from_tick(&tick);
+            let wire = nats::Payload::from_tick(&names[tick.symbol as usize], &tick);
             let payload = match args.encoding {
-                Encoding::Compact => Bytes::copy_from_slice(&wire.encode()),
+                Encoding::Compact => wire.encode().into(),
                 Encoding::Json => wire.encode_json().into(),
             };
             client
@@ -345,8 +345,9 @@ async fn publish_on(args: &PublishArgs) -> anyhow::Result<Published> {
 }
 
 /// Makes `simulator` carry on after the seqs the `server` (a "server" or
-/// "node", for messages) already has, checking it carries the same
-/// symbols in the same order as `names`.
+/// "node", for messages) already has for the symbols of `names`, matched
+/// by name (a server that learns its symbols lists them in the order it
+/// first met them).
 async fn continue_server_seqs(
     target: &Target,
     token: Option<&str>,
@@ -355,15 +356,22 @@ async fn continue_server_seqs(
     server: &str,
 ) -> anyhow::Result<()> {
     let known = ws::fetch_symbols(target, token).await?;
-    for (id, row) in known.iter().enumerate().take(names.len()) {
-        if row.sym != names[id] {
-            bail!(
-                "the {server}'s symbol {id} is {} but this publisher's is {}: give --symbols the {server}'s --symbols",
-                row.sym,
-                names[id]
-            );
+    let ours: std::collections::HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(id, name)| (name.as_str(), id))
+        .collect();
+    let mut matched = 0;
+    for row in &known {
+        if let Some(&id) = ours.get(row.sym.as_str()) {
+            simulator.continue_after(id, row.seq);
+            matched += 1;
         }
-        simulator.continue_after(id, row.seq);
+    }
+    if matched == 0 && !known.is_empty() {
+        eprintln!(
+            "note: the {server} carries none of this publisher's symbols; their seqs start at 1"
+        );
     }
     Ok(())
 }

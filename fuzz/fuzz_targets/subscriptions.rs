@@ -41,7 +41,8 @@ use tickcast::ring;
 use tickcast::session::outbox::{Outbox, OutboxLimits, Take};
 use tickcast::session::reader::{Messages, Reader};
 use tickcast::stats::Stats;
-use tickcast::tick::{SymbolTable, Tick};
+use tickcast::symbol::Symbols;
+use tickcast::tick::Tick;
 
 /// Symbols the server carries: AAPL, MSFT, NVDA, AMZN, GOOGL, META.
 const SYMBOLS: usize = 6;
@@ -71,9 +72,10 @@ fn check(data: &[u8]) {
 }
 
 async fn session(data: &[u8]) {
-    let symbols = Arc::new(SymbolTable::new(
-        universe(SYMBOLS).into_iter().map(|spec| spec.name),
-    ));
+    let symbols = Arc::new(
+        Symbols::fixed(universe(SYMBOLS).into_iter().map(|spec| (spec.name, spec.decimals)))
+            .expect("distinct tickers"),
+    );
     let stats = Arc::new(Stats::default());
     let (fanout, handle, commands) = Fanout::new(symbols.clone(), HISTORY_DEPTH, stats.clone());
     let mut producer = ring::channel::<Tick>(64);
@@ -83,9 +85,9 @@ async fn session(data: &[u8]) {
             producer.publish(Tick {
                 symbol,
                 seq,
-                px: 100.0,
-                bid: 99.99,
-                ask: 100.01,
+                px: "100".parse().expect("a price"),
+                bid: "99.99".parse().expect("a price"),
+                ask: "100.01".parse().expect("a price"),
                 size: 100,
                 ts: seq,
             });
@@ -161,7 +163,7 @@ async fn wait_for_ticks(handle: &FanoutHandle) {
 async fn exchange(
     reader: &mut Reader,
     outbox: &Outbox,
-    symbols: &SymbolTable,
+    symbols: &Symbols,
     request: &[u8],
     subscribed: &mut BTreeSet<String>,
 ) {

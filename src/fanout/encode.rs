@@ -4,9 +4,9 @@
 //! `ring`; the resulting [`Bytes`] is shared by reference count with every
 //! subscriber's outbox, so no recipient costs a serialization or a copy.
 //! JSON is written by hand: the field set is fixed, symbol names never need
-//! escaping ([`crate::tick::SymbolTable`] checks), and prices in whole cents
-//! (all of the simulator's) are printed from integers, which is several
-//! times cheaper than general float formatting (`ryu`, the fallback).
+//! escaping ([`crate::symbol::check_name`] sees to it), and prices are
+//! exact scaled integers printed as their shortest decimal
+//! ([`crate::price::Price::write`]), from integers alone.
 
 use std::collections::VecDeque;
 
@@ -38,7 +38,6 @@ pub fn tick_frame(kind: TickKind, name: &str, tick: &Tick) -> Bytes {
 /// Appends the JSON object for `tick` to `buf`.
 pub fn write_tick_json(buf: &mut BytesMut, kind: TickKind, name: &str, tick: &Tick) {
     let mut int = itoa::Buffer::new();
-    let mut float = ryu::Buffer::new();
     buf.put_slice(match kind {
         TickKind::Tick => br#"{"type":"tick","sym":""#,
         TickKind::Snapshot | TickKind::Reset => br#"{"type":"snapshot","sym":""#,
@@ -47,11 +46,11 @@ pub fn write_tick_json(buf: &mut BytesMut, kind: TickKind, name: &str, tick: &Ti
     buf.put_slice(br#"","seq":"#);
     buf.put_slice(int.format(tick.seq).as_bytes());
     buf.put_slice(br#","px":"#);
-    write_price(buf, tick.px, &mut int, &mut float);
+    tick.px.write(buf);
     buf.put_slice(br#","bid":"#);
-    write_price(buf, tick.bid, &mut int, &mut float);
+    tick.bid.write(buf);
     buf.put_slice(br#","ask":"#);
-    write_price(buf, tick.ask, &mut int, &mut float);
+    tick.ask.write(buf);
     buf.put_slice(br#","size":"#);
     buf.put_slice(int.format(tick.size).as_bytes());
     buf.put_slice(br#","ts":"#);
@@ -124,29 +123,6 @@ pub fn batch_ticks(frames: &mut VecDeque<Bytes>) {
     *frames = out;
 }
 
-/// Writes `price` as a JSON number, exactly as `ryu` would (the shortest
-/// text that parses back to the same `f64`).
-///
-/// Fast path: when the price is a whole number of cents — when
-/// `cents / 100.0 == price` in `f64`, so the decimal `whole.ff` parses back
-/// to exactly `price` — it is printed from integers, trailing zero dropped
-/// (`187.2`, `100.0`, `0.05`). Anything else goes to `ryu`.
-fn write_price(buf: &mut BytesMut, price: f64, int: &mut itoa::Buffer, float: &mut ryu::Buffer) {
-    let cents = (price * 100.0).round();
-    if (0.0..1e15).contains(&cents) && cents / 100.0 == price {
-        let cents = cents as u64;
-        let (whole, fraction) = (cents / 100, (cents % 100) as u8);
-        buf.put_slice(int.format(whole).as_bytes());
-        buf.put_u8(b'.');
-        buf.put_u8(b'0' + fraction / 10);
-        if fraction % 10 != 0 {
-            buf.put_u8(b'0' + fraction % 10);
-        }
-    } else {
-        buf.put_slice(float.format_finite(price).as_bytes());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,9 +133,9 @@ mod tests {
         Tick {
             symbol: 0,
             seq: 42,
-            px: 187.25,
-            bid: 187.24,
-            ask: 187.26,
+            px: "187.25".parse().unwrap(),
+            bid: "187.24".parse().unwrap(),
+            ask: "187.26".parse().unwrap(),
             size: 300,
             ts: 1_732_250_000_123_456_789,
         }
@@ -245,31 +221,6 @@ mod tests {
     }
 
     #[test]
-    fn prices_print_exactly_as_ryu_would() {
-        let check = |price: f64| {
-            let mut buf = BytesMut::new();
-            write_price(
-                &mut buf,
-                price,
-                &mut itoa::Buffer::new(),
-                &mut ryu::Buffer::new(),
-            );
-            assert_eq!(
-                std::str::from_utf8(&buf).unwrap(),
-                ryu::Buffer::new().format_finite(price),
-                "{price}"
-            );
-        };
-        for cents in (0..200_000u64).chain((0..2_000).map(|i| 99_999_000_000 + i * 7)) {
-            check(cents as f64 / 100.0);
-        }
-        // Not whole cents: the fallback.
-        for price in [0.001, 187.255, 1e-7, 123_456.789, 3.0e14, 2.5e16] {
-            check(price);
-        }
-    }
-
-    #[test]
     fn round_trips_through_simd_json() {
         let specs = crate::feed::symbols::universe(50);
         let mut sim = crate::feed::sim::Simulator::new(&specs, 1000.0, 11);
@@ -279,6 +230,7 @@ mod tests {
             for kind in [TickKind::Tick, TickKind::Snapshot, TickKind::Reset] {
                 let frame = tick_frame(kind, name, &tick);
                 let (_, payload) = parse_unmasked(&frame).unwrap();
+                let payload_text = payload.to_vec();
                 let mut payload = payload.to_vec();
                 let v = simd_json::to_borrowed_value(&mut payload).unwrap();
                 let expected_type = if kind == TickKind::Tick {
@@ -289,9 +241,15 @@ mod tests {
                 assert_eq!(v["type"].as_str(), Some(expected_type));
                 assert_eq!(v["sym"].as_str(), Some(name.as_str()));
                 assert_eq!(v["seq"].as_u64(), Some(tick.seq));
-                assert_eq!(v["px"].cast_f64(), Some(tick.px));
-                assert_eq!(v["bid"].cast_f64(), Some(tick.bid));
-                assert_eq!(v["ask"].cast_f64(), Some(tick.ask));
+                // Each price is the exact decimal, at the simulator's
+                // tick size (cents).
+                let text = std::str::from_utf8(&payload_text).unwrap();
+                for (field, price) in [("px", tick.px), ("bid", tick.bid), ("ask", tick.ask)] {
+                    let shown = format!("\"{field}\":{price},");
+                    assert!(text.contains(&shown), "{text} lacks {shown}");
+                    let decimals = price.to_string().split('.').nth(1).map_or(0, str::len);
+                    assert!(decimals <= 2, "{text}");
+                }
                 assert_eq!(v["size"].as_u64(), Some(u64::from(tick.size)));
                 assert_eq!(v["ts"].as_u64(), Some(tick.ts));
             }

@@ -50,6 +50,14 @@ impl History {
         }
     }
 
+    /// Makes room for `symbol_count` symbols.
+    pub fn grow(&mut self, symbol_count: usize) {
+        if symbol_count > self.symbols.len() {
+            self.symbols
+                .resize_with(symbol_count, SymbolHistory::default);
+        }
+    }
+
     /// Whether anything is kept at all.
     pub fn is_enabled(&self) -> bool {
         self.depth > 0

@@ -47,6 +47,15 @@ impl SubscriberIndex {
         }
     }
 
+    /// Makes room for `symbol_count` symbols; `*` subscribers have the
+    /// new ones too.
+    pub fn grow(&mut self, symbol_count: usize) {
+        let added = symbol_count.saturating_sub(self.by_symbol.len());
+        self.by_symbol
+            .resize_with(symbol_count.max(self.by_symbol.len()), IndexMap::new);
+        self.subscriptions += added * self.all.len();
+    }
+
     /// (connection, symbol) subscriptions, a `*` counting every symbol.
     pub fn subscriptions(&self) -> usize {
         self.subscriptions
@@ -152,6 +161,21 @@ impl SubscriberIndex {
             .chain(self.all.values())
     }
 
+    /// The outboxes that named `symbol` (not the `*` subscribers).
+    pub fn named_subscribers(&self, symbol: SymbolId) -> impl Iterator<Item = &Arc<Outbox>> {
+        self.by_symbol[symbol as usize].values()
+    }
+
+    /// The outboxes of the `*` subscribers.
+    pub fn all_outboxes(&self) -> impl Iterator<Item = &Arc<Outbox>> {
+        self.all.values()
+    }
+
+    /// How many connections are subscribed to `*`.
+    pub fn all_count(&self) -> usize {
+        self.all.len()
+    }
+
     /// Whether anyone is subscribed to `symbol`.
     pub fn has_subscribers(&self, symbol: SymbolId) -> bool {
         !self.all.is_empty() || !self.by_symbol[symbol as usize].is_empty()
@@ -212,6 +236,22 @@ mod tests {
             (0, 0, 0)
         );
         assert!(!index.has_subscribers(0));
+        assert_eq!(index.subscriptions(), 0);
+    }
+
+    #[test]
+    fn star_subscribers_have_symbols_met_later() {
+        let mut index = SubscriberIndex::new(1);
+        index.attach(1, outbox());
+        index.attach(2, outbox());
+        index.subscribe_all(1);
+        index.subscribe(2, &[0]);
+        index.grow(3);
+        assert_eq!((count(&index, 1), count(&index, 2)), (1, 1));
+        assert_eq!(index.named_subscribers(2).count(), 0);
+        assert_eq!(index.subscriptions(), 3 + 1);
+        index.detach(1);
+        index.detach(2);
         assert_eq!(index.subscriptions(), 0);
     }
 }

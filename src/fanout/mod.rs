@@ -45,7 +45,8 @@ use crate::protocol::ServerMsg;
 use crate::ring::{Cursor, Read};
 use crate::session::outbox::{Outbox, Pushed};
 use crate::stats::Stats;
-use crate::tick::{SymbolId, SymbolTable, Tick};
+use crate::symbol::Symbols;
+use crate::tick::{SymbolId, Tick};
 use encode::{tick_frame, TickKind};
 use history::{History, Replay};
 use index::SubscriberIndex;
@@ -72,8 +73,8 @@ pub const MAX_REPLAY_TICKS: usize = 16_384;
 pub const COMMAND_CAPACITY: usize = 4096;
 
 /// The `subscribed` (or `unsubscribed`) reply naming `ids`.
-fn names_reply(symbols: &SymbolTable, ids: &[SymbolId], subscribed: bool) -> Bytes {
-    let names: Vec<&str> = ids.iter().map(|&id| symbols.name(id)).collect();
+fn names_reply(symbols: &[SymbolState], ids: &[SymbolId], subscribed: bool) -> Bytes {
+    let names: Vec<&str> = ids.iter().map(|&id| &*symbols[id as usize].name).collect();
     if subscribed {
         ServerMsg::Subscribed { symbols: &names }.to_frame()
     } else {
@@ -133,7 +134,8 @@ pub enum Command {
         /// The connection.
         conn: ConnId,
     },
-    /// The last tick of every symbol (`None` if it has not traded yet).
+    /// The last tick of every symbol the fan-out has met, by id (`None`
+    /// if it has not traded yet).
     Quotes {
         /// Where to send them.
         reply: oneshot::Sender<Vec<Option<Tick>>>,
@@ -191,27 +193,40 @@ impl FanoutHandle {
     }
 }
 
+/// What the fan-out keeps of one symbol.
+#[derive(Debug)]
+struct SymbolState {
+    /// Its name (the fan-out's own copy: the tick path takes no lock).
+    name: Arc<str>,
+    /// Its last tick, for snapshots and `/symbols`.
+    last: Option<Tick>,
+    /// The tick frame of its last tick, for throttled clients.
+    last_frame: Option<Bytes>,
+    /// The first `seq` after the latest gap in its feed (0: none).
+    gap_at: u64,
+    /// Its snapshot frame, built on first demand after each tick and
+    /// shared by every subscriber that asks before the next one: a
+    /// thousand clients subscribing to `*` share one set of snapshots.
+    snapshot_frame: Option<Bytes>,
+    /// Likewise, its reset snapshot frame.
+    reset_frame: Option<Bytes>,
+    /// `*` subscribers have been told of it: it was in the registry when
+    /// the fan-out started, or its first tick has been handled.
+    announced: bool,
+}
+
 /// The fan-out stage. See the module docs.
 #[derive(Debug)]
 pub struct Fanout {
-    symbols: Arc<SymbolTable>,
+    /// The registry, for the names of symbols first met.
+    registry: Arc<Symbols>,
+    /// Every symbol met so far, by id.
+    symbols: Vec<SymbolState>,
     index: SubscriberIndex,
-    /// Last tick of each symbol, for snapshots and `/symbols`.
-    last: Vec<Option<Tick>>,
-    /// The tick frame of each symbol's last tick, for throttled clients.
-    last_frames: Vec<Option<Bytes>>,
-    /// Per symbol, the first `seq` after the latest gap in its feed (0: none).
-    gap_at: Vec<u64>,
     /// Recent ticks of every symbol, for clients resuming with `from`.
     history: History,
     /// Subscriptions with `max_hz`.
     throttles: Throttles,
-    /// The snapshot frame of each symbol, built on first demand after each
-    /// tick and shared by every subscriber that asks before the next one:
-    /// a thousand clients subscribing to `*` share one set of snapshots.
-    snapshot_frames: Vec<Option<Bytes>>,
-    /// Likewise, the reset snapshot frame of each symbol.
-    reset_frames: Vec<Option<Bytes>>,
     /// How often every connection is pinged, if at all.
     ping_interval: Option<Duration>,
     /// The `subscribed` reply listing every symbol, built once.
@@ -222,30 +237,88 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// A fan-out over `symbols` keeping `history_depth` ticks of each for
-    /// resuming clients, and the handle sessions use to reach it.
+    /// A fan-out over the symbols of `registry` (and those it learns
+    /// later) keeping `history_depth` ticks of each for resuming clients,
+    /// and the handle sessions use to reach it.
     pub fn new(
-        symbols: Arc<SymbolTable>,
+        registry: Arc<Symbols>,
         history_depth: usize,
         stats: Arc<Stats>,
     ) -> (Fanout, FanoutHandle, mpsc::Receiver<Command>) {
         let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
-        let fanout = Fanout {
-            index: SubscriberIndex::new(symbols.len()),
-            last: vec![None; symbols.len()],
-            last_frames: vec![None; symbols.len()],
-            gap_at: vec![0; symbols.len()],
-            history: History::new(symbols.len(), history_depth),
+        let mut fanout = Fanout {
+            registry,
+            symbols: Vec::new(),
+            index: SubscriberIndex::new(0),
+            history: History::new(0, history_depth),
             throttles: Throttles::default(),
-            snapshot_frames: vec![None; symbols.len()],
-            reset_frames: vec![None; symbols.len()],
             ping_interval: None,
             all_subscribed: None,
             all_unsubscribed: None,
-            symbols,
             stats,
         };
+        // The symbols known at the start are every `*` subscriber's from
+        // its first reply on.
+        let known = fanout.registry.len();
+        if known > 0 {
+            fanout.meet(known as SymbolId - 1);
+            for symbol in &mut fanout.symbols {
+                symbol.announced = true;
+            }
+        }
+        fanout.registry.open_up_to(known);
         (fanout, FanoutHandle { commands }, receiver)
+    }
+
+    /// Makes room for every id up to `id`, taking the names of those not
+    /// met before from the registry (which gave them out, so has them).
+    fn meet(&mut self, id: SymbolId) {
+        let count = id as usize + 1;
+        if self.symbols.len() >= count {
+            return;
+        }
+        let names = self.registry.names();
+        for name in names.iter().take(count).skip(self.symbols.len()) {
+            self.symbols.push(SymbolState {
+                name: name.clone(),
+                last: None,
+                last_frame: None,
+                gap_at: 0,
+                snapshot_frame: None,
+                reset_frame: None,
+                announced: false,
+            });
+        }
+        self.index.grow(count);
+        self.history.grow(count);
+        // The cached every-symbol replies list fewer symbols now.
+        self.all_subscribed = None;
+        self.all_unsubscribed = None;
+        self.stats.symbols.store(count, Ordering::Relaxed);
+    }
+
+    /// Tells every `*` subscriber of `symbol`, met for the first time with
+    /// `tick`: a `subscribed` reply naming it, then its snapshot, as for
+    /// any symbol subscribed. Ticks after this one follow as usual.
+    fn announce(&mut self, symbol: SymbolId) {
+        let slot = symbol as usize;
+        self.symbols[slot].announced = true;
+        self.registry.open_up_to(slot + 1);
+        tracing::info!(
+            symbol = &*self.symbols[slot].name,
+            id = symbol,
+            "a new symbol from the feed"
+        );
+        let (Some(snapshot), false) = (
+            self.snapshot_frame(symbol, TickKind::Snapshot),
+            self.index.all_outboxes().next().is_none(),
+        ) else {
+            return;
+        };
+        let reply = names_reply(&self.symbols, &[symbol], true);
+        for outbox in self.index.all_outboxes() {
+            outbox.push_replies(vec![reply.clone(), snapshot.clone()]);
+        }
     }
 
     /// Pings every attached connection each `interval` and closes those
@@ -368,25 +441,40 @@ impl Fanout {
     pub fn dispatch(&mut self, tick: &Tick, now: Instant) -> usize {
         let symbol = tick.symbol;
         let slot = symbol as usize;
-        let gap = self.last[slot].is_some_and(|prev| prev.seq.checked_add(1) != Some(tick.seq));
-        self.last[slot] = Some(*tick);
-        self.snapshot_frames[slot] = None;
-        self.reset_frames[slot] = None;
-        let name = self.symbols.name(symbol);
-        let frame = tick_frame(TickKind::Tick, name, tick);
+        self.meet(symbol);
+        let state = &mut self.symbols[slot];
+        let gap = state
+            .last
+            .is_some_and(|prev| prev.seq.checked_add(1) != Some(tick.seq));
+        state.last = Some(*tick);
+        state.snapshot_frame = None;
+        state.reset_frame = None;
+        let frame = tick_frame(TickKind::Tick, &state.name, tick);
         self.history.record(symbol, tick.seq, &frame);
         let live = if gap {
-            self.gap_at[slot] = tick.seq;
+            state.gap_at = tick.seq;
             Stats::add(&self.stats.feed_gaps, 1);
-            tick_frame(TickKind::Reset, name, tick)
+            tick_frame(TickKind::Reset, &state.name, tick)
         } else {
             frame.clone()
         };
-        self.last_frames[slot] = Some(frame);
+        state.last_frame = Some(frame);
+        let announced = state.announced;
+        let mut recipients = 0;
+        if !announced {
+            // A new symbol: `*` subscribers are told of it, with this tick
+            // as its snapshot; anyone who named it already gets the tick.
+            self.announce(symbol);
+            recipients += self.index.all_count();
+            for outbox in self.index.named_subscribers(symbol) {
+                recipients += 1;
+                count_push(&self.stats, outbox.push_tick(symbol, &live, now));
+            }
+            return recipients;
+        }
         if !self.index.has_subscribers(symbol) {
             return 0;
         }
-        let mut recipients = 0;
         for outbox in self.index.subscribers(symbol) {
             recipients += 1;
             count_push(&self.stats, outbox.push_tick(symbol, &live, now));
@@ -399,21 +487,20 @@ impl Fanout {
         if self.throttles.next_flush().is_none_or(|due| due > now) {
             return;
         }
-        let (last, last_frames, gap_at, symbols) =
-            (&self.last, &self.last_frames, &self.gap_at, &self.symbols);
+        let symbols = &self.symbols;
         let stats = &self.stats;
         self.throttles.flush_due(
             now,
             |symbol, flushed_seq| {
-                let tick = last[symbol as usize].filter(|tick| tick.seq > flushed_seq)?;
-                let gap_seq = gap_at[symbol as usize];
+                let state = &symbols[symbol as usize];
+                let tick = state.last.filter(|tick| tick.seq > flushed_seq)?;
                 Some(Latest {
                     seq: tick.seq,
-                    tick: last_frames[symbol as usize].clone()?,
-                    reset: (gap_seq > flushed_seq).then(|| {
+                    tick: state.last_frame.clone()?,
+                    reset: (state.gap_at > flushed_seq).then(|| {
                         (
-                            gap_seq,
-                            tick_frame(TickKind::Reset, symbols.name(symbol), &tick),
+                            state.gap_at,
+                            tick_frame(TickKind::Reset, &state.name, &tick),
                         )
                     }),
                 })
@@ -425,15 +512,15 @@ impl Fanout {
     /// The shared snapshot frame (`Snapshot` or `Reset`) of `symbol`, if it
     /// has traded.
     fn snapshot_frame(&mut self, symbol: SymbolId, kind: TickKind) -> Option<Bytes> {
-        let tick = self.last[symbol as usize]?;
+        let state = &mut self.symbols[symbol as usize];
+        let tick = state.last?;
         let cache = match kind {
-            TickKind::Reset => &mut self.reset_frames,
-            _ => &mut self.snapshot_frames,
+            TickKind::Reset => &mut state.reset_frame,
+            _ => &mut state.snapshot_frame,
         };
-        let symbols = &self.symbols;
         Some(
-            cache[symbol as usize]
-                .get_or_insert_with(|| tick_frame(kind, symbols.name(symbol), &tick))
+            cache
+                .get_or_insert_with(|| tick_frame(kind, &state.name, &tick))
                 .clone(),
         )
     }
@@ -450,7 +537,7 @@ impl Fanout {
         budget: &mut usize,
         frames: &mut Vec<Bytes>,
     ) {
-        let Some(latest) = self.last[symbol as usize] else {
+        let Some(latest) = self.symbols[symbol as usize].last else {
             return;
         };
         match self.history.since(symbol, seen, latest.seq) {
@@ -530,13 +617,18 @@ impl Fanout {
                 interval,
                 done,
             } => {
+                // A session may name an id the registry gave out whose
+                // first tick is still on its way here.
+                if let Some(&newest) = added.iter().max() {
+                    self.meet(newest);
+                }
                 match (interval, self.index.outbox(conn).cloned()) {
                     (Some(interval), Some(outbox)) => {
                         let now = Instant::now();
                         for &id in &added {
                             // The client is sent the newest tick next (as a
                             // snapshot or the end of a replay).
-                            let seq = self.last[id as usize].map_or(0, |tick| tick.seq);
+                            let seq = self.symbols[id as usize].last.map_or(0, |tick| tick.seq);
                             self.throttles
                                 .subscribe(conn, &outbox, id, interval, seq, now);
                         }
@@ -574,6 +666,9 @@ impl Fanout {
                 removed,
                 done,
             } => {
+                if let Some(&newest) = removed.iter().max() {
+                    self.meet(newest);
+                }
                 self.index.unsubscribe(conn, &removed);
                 self.throttles.unsubscribe(conn, &removed);
                 if let Some(outbox) = self.index.outbox(conn) {
@@ -592,7 +687,7 @@ impl Fanout {
                 let _ = done.send(());
             }
             Command::Quotes { reply } => {
-                let _ = reply.send(self.last.clone());
+                let _ = reply.send(self.symbols.iter().map(|state| state.last).collect());
             }
         }
     }
@@ -645,7 +740,8 @@ mod tests {
 
     #[test]
     fn a_panic_applying_one_connections_command_closes_only_that_connection() {
-        let symbols = Arc::new(SymbolTable::new(["AAPL".to_string(), "MSFT".to_string()]));
+        let symbols =
+            Arc::new(Symbols::fixed([("AAPL".to_string(), 2), ("MSFT".to_string(), 2)]).unwrap());
         let stats = Arc::new(Stats::default());
         let (mut fanout, _handle, _commands) = Fanout::new(symbols, 16, stats.clone());
         let (buggy, fine) = (outbox(), outbox());

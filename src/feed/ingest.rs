@@ -15,42 +15,34 @@
 //! in the same shape clients receive (`type` is optional and ignored):
 //!
 //! ```json
-//! [{"sym":"AAPL","seq":42,"px":187.25,"bid":187.24,"ask":187.26,"size":300,"ts":1732250000123456789}]
+//! [{"sym":"BTC-USD","seq":42,"px":64123.5,"bid":"64123.49","ask":64123.51,"size":3,"ts":1732250000123456789}]
 //! ```
 //!
-//! Each symbol's `seq` must increase; a tick that does not, names a symbol
-//! the server does not carry, or has a price that is not a finite
-//! non-negative number is refused with an `error` reply (`bad_tick`,
-//! `unknown_symbol`) and the rest of the message is still published. A
-//! `seq` that skips ahead is published as is: clients see the gap the
-//! publisher made.
+//! Prices are exact decimals, as JSON numbers or strings. What is checked
+//! and published, and how a new symbol is learned, is the same for every
+//! external feed ([`super::external`]); a refused tick gets an `error`
+//! reply (`bad_tick`, `unknown_symbol`, `symbol_limit`) and the rest of the
+//! message is still published. A `seq` that skips ahead is published as
+//! is: clients see the gap the publisher made.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::Notify;
 
+use super::external::{Intake, JsonTick};
 use crate::protocol::frame::close_frame;
 use crate::protocol::{json, ErrorCode, ProtocolError};
-use crate::ring::Producer;
 use crate::session::guard::GuardLimits;
 use crate::session::keep_pinging;
 use crate::session::outbox::{Outbox, OutboxLimits};
 use crate::session::reader::{read_messages, Messages};
 use crate::stats::Stats;
-use crate::tick::{prices_are_valid, SymbolId, SymbolTable, Tick};
 
-/// The ring's producer and the per-symbol state that outlives one
+/// The ring's producer, with the per-symbol state that outlives one
 /// publisher connection.
-#[derive(Debug)]
-struct Slot {
-    producer: Producer<Tick>,
-    /// Last `seq` published per symbol (0: none yet).
-    last_seq: Vec<u64>,
-}
+type Slot = Intake;
 
 /// Where publishers plug in. See the module docs.
 #[derive(Debug)]
@@ -61,9 +53,7 @@ pub struct IngestPort {
     current: Mutex<Option<Arc<Outbox>>>,
     /// Signalled when the slot is put back.
     released: Notify,
-    wake: Arc<Notify>,
     token: String,
-    symbols: Arc<SymbolTable>,
     stats: Arc<Stats>,
     /// Limits for the publisher's own connection.
     pub guard_limits: GuardLimits,
@@ -83,26 +73,19 @@ pub enum Refused {
 }
 
 impl IngestPort {
-    /// A port that feeds `producer`, waking `wake` after each message.
+    /// A port whose publishers feed `intake`.
     pub fn new(
-        producer: Producer<Tick>,
-        wake: Arc<Notify>,
+        intake: Intake,
         token: String,
-        symbols: Arc<SymbolTable>,
         stats: Arc<Stats>,
         guard_limits: GuardLimits,
         outbox_limits: OutboxLimits,
     ) -> Self {
         IngestPort {
-            slot: Mutex::new(Some(Slot {
-                producer,
-                last_seq: vec![0; symbols.len()],
-            })),
+            slot: Mutex::new(Some(intake)),
             current: Mutex::new(None),
             released: Notify::new(),
-            wake,
             token,
-            symbols,
             stats,
             guard_limits,
             outbox_limits,
@@ -197,37 +180,17 @@ impl Drop for Publisher {
     }
 }
 
-/// One tick as a publisher sends it.
-#[derive(Debug, Deserialize, PartialEq)]
-pub struct WireTick<'a> {
-    /// The symbol's name.
-    #[serde(borrow)]
-    pub sym: Cow<'a, str>,
-    /// The publisher's per-symbol sequence number.
-    pub seq: u64,
-    /// Last trade price.
-    pub px: f64,
-    /// Best bid.
-    pub bid: f64,
-    /// Best ask.
-    pub ask: f64,
-    /// Size of the last trade.
-    pub size: u32,
-    /// The publisher's time, in nanoseconds since the Unix epoch.
-    pub ts: u64,
-}
-
 /// Parses one message from a publisher: a tick object or an array of
 /// them, within [`json::TICK_LIMITS`]. `payload` is parsed in place and is
 /// scratch afterwards. Refusals are `bad_json` (not JSON, or past the
 /// limits) or `bad_tick` (JSON, but not ticks), in words.
-pub fn parse_ticks(payload: &mut [u8]) -> Result<Vec<WireTick<'_>>, ProtocolError> {
+pub fn parse_ticks(payload: &[u8]) -> Result<Vec<JsonTick<'_>>, ProtocolError> {
     json::check(payload, json::TICK_LIMITS)
         .map_err(|fault| ProtocolError::new(ErrorCode::BadJson, fault.to_string()))?;
     let first = payload.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let array = match first {
-        Some(b'[') => true,
-        Some(b'{') => false,
+    let parsed = match first {
+        Some(b'[') => serde_json::from_slice(payload),
+        Some(b'{') => serde_json::from_slice::<JsonTick<'_>>(payload).map(|t| vec![t]),
         _ => {
             return Err(ProtocolError::new(
                 ErrorCode::BadJson,
@@ -235,25 +198,24 @@ pub fn parse_ticks(payload: &mut [u8]) -> Result<Vec<WireTick<'_>>, ProtocolErro
             ))
         }
     };
-    let parsed = if array {
-        simd_json::serde::from_slice(payload)
-    } else {
-        simd_json::serde::from_slice::<WireTick<'_>>(payload).map(|t| vec![t])
-    };
-    parsed.map_err(|err| {
-        let (code, what) = if json::is_type_error(&err) {
+    let ticks: Vec<JsonTick<'_>> = parsed.map_err(|err| {
+        let (code, what) = if err.is_data() {
             (ErrorCode::BadTick, "not a tick")
         } else {
             (ErrorCode::BadJson, "not JSON")
         };
         ProtocolError::new(
             code,
-            format!(
-                "{what}: {}; each tick needs sym, seq, px, bid, ask, size and ts",
-                json::describe(&err, None)
-            ),
+            format!("{what}: {err}; each tick needs sym, seq, px, bid, ask, size and ts"),
         )
-    })
+    })?;
+    if let Some(at) = ticks.iter().position(|t| t.sym.is_none()) {
+        return Err(ProtocolError::new(
+            ErrorCode::BadTick,
+            format!("tick {} of the message has no sym; name its symbol", at + 1),
+        ));
+    }
+    Ok(ticks)
 }
 
 impl Publisher {
@@ -290,69 +252,27 @@ impl Publisher {
 
     /// Publishes the ticks of one message; returns the first refusal and
     /// how many ticks were refused.
-    fn publish(&mut self, ticks: &[WireTick<'_>]) -> Option<(ProtocolError, usize)> {
-        let slot = self
+    fn publish(&mut self, ticks: &[JsonTick<'_>]) -> Option<(ProtocolError, usize)> {
+        let intake = self
             .slot
             .as_mut()
             .expect("a connected publisher holds the slot");
         let mut refused: Option<(ProtocolError, usize)> = None;
-        let mut refuse = |err: ProtocolError| match &mut refused {
-            Some((_, n)) => *n += 1,
-            None => refused = Some((err, 1)),
-        };
-        let mut published = 0u64;
         for wire in ticks {
-            let Some(symbol) = self.port.symbols.id(&wire.sym) else {
-                refuse(ProtocolError::new(
-                    ErrorCode::UnknownSymbol,
-                    format!(
-                        "unknown symbol {:?}; start the server with as many --symbols as the publisher uses",
-                        crate::protocol::truncate(&wire.sym, 24)
-                    ),
-                ));
-                continue;
-            };
-            let last = &mut slot.last_seq[symbol as usize];
-            if wire.seq <= *last {
-                refuse(ProtocolError::new(
-                    ErrorCode::BadTick,
-                    format!(
-                        "seq {} of {} is not after the last published seq {}; each symbol's seq must increase",
-                        wire.seq, wire.sym, *last
-                    ),
-                ));
-                continue;
+            let sym = wire.sym.as_deref().unwrap_or_default();
+            let accepted = wire.incoming(sym).and_then(|tick| intake.accept(&tick));
+            if let Err(err) = accepted {
+                match &mut refused {
+                    Some((_, n)) => *n += 1,
+                    None => refused = Some((err, 1)),
+                }
             }
-            if !prices_are_valid([wire.px, wire.bid, wire.ask]) {
-                refuse(ProtocolError::new(
-                    ErrorCode::BadTick,
-                    format!(
-                        "tick {} of {} has a price that is not a finite non-negative number",
-                        wire.seq, wire.sym
-                    ),
-                ));
-                continue;
-            }
-            *last = wire.seq;
-            slot.producer.publish(Tick {
-                symbol: symbol as SymbolId,
-                seq: wire.seq,
-                px: wire.px,
-                bid: wire.bid,
-                ask: wire.ask,
-                size: wire.size,
-                ts: wire.ts,
-            });
-            published += 1;
         }
-        if published > 0 {
-            Stats::add(&self.port.stats.ticks_ingested, published);
-            self.port.wake.notify_one();
-        }
+        intake.finish();
         refused
     }
 
-    fn handle(&mut self, payload: &mut [u8]) {
+    fn handle(&mut self, payload: &[u8]) {
         let ticks = match parse_ticks(payload) {
             Ok(ticks) => ticks,
             Err(err) => return self.reply_error(err.code, err.message),
@@ -384,17 +304,17 @@ mod tests {
     use super::*;
 
     fn refusal(text: &str) -> ProtocolError {
-        parse_ticks(&mut text.as_bytes().to_vec()).unwrap_err()
+        parse_ticks(text.as_bytes()).unwrap_err()
     }
 
     #[test]
     fn publisher_messages_are_parsed_within_bounds_and_refused_in_words() {
         let tick = r#"{"sym":"AAPL","seq":1,"px":1.5,"bid":1.4,"ask":1.6,"size":1,"ts":2}"#;
-        assert_eq!(parse_ticks(&mut tick.as_bytes().to_vec()).unwrap().len(), 1);
+        assert_eq!(parse_ticks(tick.as_bytes()).unwrap().len(), 1);
         let two = format!("[{tick},{tick}]");
-        assert_eq!(parse_ticks(&mut two.into_bytes()).unwrap().len(), 2);
+        assert_eq!(parse_ticks(two.as_bytes()).unwrap().len(), 2);
         // An empty array publishes nothing, and is no error.
-        assert!(parse_ticks(&mut b" [] ".to_vec()).unwrap().is_empty());
+        assert!(parse_ticks(b" [] ").unwrap().is_empty());
         for (text, code, words) in [
             (
                 r#"{"sym":"AAPL","seq":1}"#,
@@ -412,10 +332,11 @@ mod tests {
                 "expected",
             ),
             (r#"[1,"AAPL"]"#, ErrorCode::BadTick, "expected"),
+            (r#"{"sym":"AAPL" "seq":1}"#, ErrorCode::BadJson, "column 15"),
             (
-                r#"{"sym":"AAPL" "seq":1}"#,
-                ErrorCode::BadJson,
-                "at character 14",
+                r#"{"seq":1,"px":1,"bid":1,"ask":1,"size":1,"ts":1}"#,
+                ErrorCode::BadTick,
+                "no sym",
             ),
             ("42", ErrorCode::BadJson, "a JSON object"),
         ] {

@@ -12,6 +12,7 @@
 //! [`ingest`] instead, and with `--feed nats` ticks come from a NATS
 //! server through [`nats`] (the same stream on every node of a cluster).
 
+pub mod external;
 pub mod ingest;
 pub mod nats;
 pub mod pacer;

@@ -3,30 +3,41 @@
 //! (`feed-sim publish --nats`, or any program speaking this format).
 //!
 //! Subjects and payload: each tick is one message on `ticks.<SYMBOL>`
-//! (`ticks.AAPL`, `ticks.BRK.B`). Its payload is either the compact form,
-//! 44 bytes little-endian (what `feed-sim publish` sends):
+//! ([`subject`]: `ticks.AAPL`, `ticks.BRK.B`, `ticks.SPY_261218C00600000`:
+//! a space in a name becomes `_`, as subjects hold none). The payload
+//! names its symbol itself, so the subject only routes. It is either the
+//! compact form, version 2 (what `feed-sim publish` sends), little-endian:
 //!
 //! | bytes | field | type |
 //! |---|---|---|
-//! | 0..8 | `seq` | u64 |
-//! | 8..16, 16..24, 24..32 | `px`, `bid`, `ask` | f64 |
-//! | 32..36 | `size` | u32 |
-//! | 36..44 | `ts` | u64 |
+//! | 0 | version | u8, `2` |
+//! | 1..9 | `seq` | u64 |
+//! | 9..17, 17..25, 25..33 | `px`, `bid`, `ask` | i64, units of 10⁻⁸ |
+//! | 33..37 | `size` | u32 |
+//! | 37..45 | `ts` | u64 |
+//! | 45 | name length *n* | u8, 1..=48 |
+//! | 46..46+*n* | `sym` | ASCII |
 //!
-//! or, for publishers where JSON is handier, a JSON object. A payload of
-//! exactly 44 bytes is compact (the shortest JSON tick is 49 bytes), any
-//! other must be JSON:
+//! or, for publishers where JSON is handier, a JSON object (first byte
+//! `{`), prices as exact decimals (numbers or strings), `sym` optional
+//! (else the subject's name):
 //!
 //! ```json
-//! {"seq":42,"px":187.25,"bid":187.24,"ask":187.26,"size":300,"ts":1732250000123456789}
+//! {"sym":"EURUSD","seq":42,"px":1.08435,"bid":"1.08434","ask":1.08436,"size":1000000,"ts":1732250000123456789}
 //! ```
+//!
+//! The first version (44 bytes, prices as binary floats) is refused with
+//! a warning naming it rather than read, and an older node that meets a
+//! version-2 payload drops it as undecodable (it reads 44-byte payloads
+//! only): no node misreads a price.
 //!
 //! `seq` (per symbol, from 1) and `ts` (ns since the Unix epoch) are the
 //! publisher's, and are kept: every node carries identical seqs, so a
-//! client moving between nodes resumes with `from` gap-free. A tick whose
-//! `seq` is not after the symbol's last one is dropped (a duplicate), one
-//! for a symbol the node does not carry or one that does not decode is
-//! counted and dropped; none of them is fatal. A `seq` that skips ahead
+//! client moving between nodes resumes with `from` gap-free. Each tick
+//! goes through the same checks as `/ingest`'s ([`super::external`]): a
+//! new symbol is learned, and a tick whose `seq` is not after the symbol's
+//! last one (a duplicate), one the node refuses or one that does not
+//! decode is counted and dropped; none of them is fatal. A `seq` that skips ahead
 //! (ticks missed while disconnected) reaches subscribers as a reset
 //! snapshot, as for any feed gap.
 //!
@@ -45,14 +56,17 @@ use std::thread;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::external::{Incoming, Intake, JsonTick};
+use crate::price::Price;
 use crate::protocol::json;
 use crate::ring::Producer;
 use crate::stats::Stats;
-use crate::tick::{prices_are_valid, SymbolId, SymbolTable, Tick};
+use crate::symbol::{Symbols, MAX_NAME_LEN};
+use crate::tick::Tick;
 
 /// Subjects are this prefix followed by the symbol.
 pub const SUBJECT_PREFIX: &str = "ticks.";
@@ -60,35 +74,44 @@ pub const SUBJECT_PREFIX: &str = "ticks.";
 /// What a node subscribes to: every symbol (names may contain dots).
 pub const SUBSCRIPTION: &str = "ticks.>";
 
-/// The subject a tick of `symbol` is published on.
+/// The subject a tick of `symbol` is published on (a space becomes `_`).
 pub fn subject(symbol: &str) -> String {
-    format!("{SUBJECT_PREFIX}{symbol}")
+    format!("{SUBJECT_PREFIX}{}", symbol.replace(' ', "_"))
 }
 
-/// Length of a tick's compact payload.
-pub const COMPACT_LEN: usize = 44;
+/// The compact payload's version byte.
+pub const COMPACT_VERSION: u8 = 2;
 
-/// One tick's payload on the wire (the symbol is in the subject).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct WireTick {
+/// Length of the compact payload before the name.
+const COMPACT_HEAD: usize = 46;
+
+/// Length of the first compact form (float prices), refused.
+const VERSION_1_LEN: usize = 44;
+
+/// One tick's payload, decoded: the tick and its symbol's name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Payload {
+    /// The symbol's name.
+    pub sym: String,
     /// Per-symbol sequence number, from 1.
     pub seq: u64,
     /// Last trade price.
-    pub px: f64,
+    pub px: Price,
     /// Best bid.
-    pub bid: f64,
+    pub bid: Price,
     /// Best ask.
-    pub ask: f64,
+    pub ask: Price,
     /// Last trade size.
     pub size: u32,
     /// Publisher's wall clock, ns since the Unix epoch.
     pub ts: u64,
 }
 
-impl WireTick {
-    /// The payload of `tick`.
-    pub fn from_tick(tick: &Tick) -> Self {
-        WireTick {
+impl Payload {
+    /// The payload of `tick` of symbol `sym`.
+    pub fn from_tick(sym: &str, tick: &Tick) -> Self {
+        Payload {
+            sym: sym.to_string(),
             seq: tick.seq,
             px: tick.px,
             bid: tick.bid,
@@ -98,62 +121,125 @@ impl WireTick {
         }
     }
 
-    /// Encodes the payload in the compact form.
-    pub fn encode(&self) -> [u8; COMPACT_LEN] {
-        let mut out = [0u8; COMPACT_LEN];
-        out[0..8].copy_from_slice(&self.seq.to_le_bytes());
-        out[8..16].copy_from_slice(&self.px.to_le_bytes());
-        out[16..24].copy_from_slice(&self.bid.to_le_bytes());
-        out[24..32].copy_from_slice(&self.ask.to_le_bytes());
-        out[32..36].copy_from_slice(&self.size.to_le_bytes());
-        out[36..44].copy_from_slice(&self.ts.to_le_bytes());
+    /// The tick as [`Intake::accept`] takes it.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            sym: &self.sym,
+            seq: self.seq,
+            px: self.px,
+            bid: self.bid,
+            ask: self.ask,
+            size: self.size,
+            ts: self.ts,
+        }
+    }
+
+    /// Encodes the payload in the compact form. Panics on a name longer
+    /// than [`MAX_NAME_LEN`] (no registry holds one).
+    pub fn encode(&self) -> Vec<u8> {
+        let name = self.sym.as_bytes();
+        assert!(name.len() <= MAX_NAME_LEN, "symbol names are short");
+        let mut out = Vec::with_capacity(COMPACT_HEAD + name.len());
+        out.push(COMPACT_VERSION);
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        for price in [self.px, self.bid, self.ask] {
+            out.extend_from_slice(&price.units().to_le_bytes());
+        }
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.ts.to_le_bytes());
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
         out
     }
 
     /// Encodes the payload as JSON.
     pub fn encode_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a tick always serializes")
+        #[derive(Serialize)]
+        struct Json<'a> {
+            sym: &'a str,
+            seq: u64,
+            px: Price,
+            bid: Price,
+            ask: Price,
+            size: u32,
+            ts: u64,
+        }
+        serde_json::to_vec(&Json {
+            sym: &self.sym,
+            seq: self.seq,
+            px: self.px,
+            bid: self.bid,
+            ask: self.ask,
+            size: self.size,
+            ts: self.ts,
+        })
+        .expect("a tick always serializes")
     }
 
-    /// Decodes a payload in either form; refuses prices that are not
-    /// finite and non-negative.
-    pub fn decode(payload: &[u8]) -> Result<Self, String> {
-        // By length first: a compact payload may well start with `{`
-        // (seq 123 does), and no JSON tick is as short as 44 bytes.
-        let tick = match payload {
-            compact if compact.len() == COMPACT_LEN => {
-                let u64_at = |at: usize| {
-                    u64::from_le_bytes(compact[at..at + 8].try_into().expect("8 bytes"))
-                };
-                WireTick {
-                    seq: u64_at(0),
-                    px: f64::from_bits(u64_at(8)),
-                    bid: f64::from_bits(u64_at(16)),
-                    ask: f64::from_bits(u64_at(24)),
-                    size: u32::from_le_bytes(compact[32..36].try_into().expect("4 bytes")),
-                    ts: u64_at(36),
-                }
-            }
+    /// Decodes a payload received on `subject`, in either form, prices
+    /// exactly; says in words why one does not decode.
+    pub fn decode(subject: &str, payload: &[u8]) -> Result<Self, String> {
+        match payload {
+            // By length first: a first-version payload may start with any
+            // byte, and no other payload is 44 bytes long.
+            old if old.len() == VERSION_1_LEN => Err(format!(
+                "a version-1 payload ({VERSION_1_LEN} bytes, prices as binary floats), which                  this node does not read; publish with a current feed-sim (version                  {COMPACT_VERSION}, exact prices)"
+            )),
             [b'{', ..] => {
                 json::check(payload, json::TICK_LIMITS).map_err(|fault| fault.to_string())?;
-                serde_json::from_slice(payload).map_err(|err| {
-                    format!("not a tick ({err}); a JSON payload needs seq, px, bid, ask, size and ts")
-                })?
+                let wire: JsonTick<'_> = serde_json::from_slice(payload).map_err(|err| {
+                    format!(
+                        "not a tick ({err}); a JSON payload needs seq, px, bid, ask, size and ts"
+                    )
+                })?;
+                let name = subject.strip_prefix(SUBJECT_PREFIX).unwrap_or(subject);
+                let sym = wire.sym.as_deref().unwrap_or(name);
+                let tick = wire.incoming(sym).map_err(|err| err.message)?;
+                Ok(Payload {
+                    sym: tick.sym.to_string(),
+                    seq: tick.seq,
+                    px: tick.px,
+                    bid: tick.bid,
+                    ask: tick.ask,
+                    size: tick.size,
+                    ts: tick.ts,
+                })
             }
-            other => {
-                return Err(format!(
-                    "not a tick: {} bytes, neither the {COMPACT_LEN}-byte compact form nor a JSON object",
-                    other.len()
-                ))
-            }
-        };
-        if !prices_are_valid([tick.px, tick.bid, tick.ask]) {
+            [COMPACT_VERSION, ..] => Self::decode_compact(payload),
+            [version, ..] => Err(format!(
+                "payload version {version} is not one this node reads (it reads                  {COMPACT_VERSION} and JSON); upgrade this node"
+            )),
+            [] => Err("an empty payload; a tick needs seq, prices, size, ts and sym".into()),
+        }
+    }
+
+    fn decode_compact(payload: &[u8]) -> Result<Self, String> {
+        let len = payload.len();
+        let name_len = payload.get(COMPACT_HEAD - 1).map_or(0, |&n| usize::from(n));
+        if len < COMPACT_HEAD || len != COMPACT_HEAD + name_len {
             return Err(format!(
-                "tick {} has a price that is not a finite non-negative number",
-                tick.seq
+                "a version-{COMPACT_VERSION} payload of {len} bytes, which is not                  {COMPACT_HEAD} bytes plus its name's length"
             ));
         }
-        Ok(tick)
+        let u64_at =
+            |at: usize| u64::from_le_bytes(payload[at..at + 8].try_into().expect("8 bytes"));
+        let price_at = |field: &str, at: usize| {
+            let units = u64_at(at) as i64;
+            Price::from_units(units).ok_or_else(|| {
+                format!("{field} is {units} units of 10^-8, out of range for a price")
+            })
+        };
+        let sym = std::str::from_utf8(&payload[COMPACT_HEAD..])
+            .map_err(|_| "the symbol name is not UTF-8".to_string())?;
+        Ok(Payload {
+            sym: sym.to_string(),
+            seq: u64_at(1),
+            px: price_at("px", 9)?,
+            bid: price_at("bid", 17)?,
+            ask: price_at("ask", 25)?,
+            size: u32::from_le_bytes(payload[33..37].try_into().expect("4 bytes")),
+            ts: u64_at(37),
+        })
     }
 }
 
@@ -185,7 +271,7 @@ pub fn spawn(
     url: &str,
     producer: Producer<Tick>,
     wake: Arc<Notify>,
-    symbols: Arc<SymbolTable>,
+    symbols: Arc<Symbols>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) -> Result<NatsFeed, async_nats::Error> {
@@ -210,15 +296,8 @@ pub fn spawn(
         .name("tickcast-nats".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let receive = receive(
-                    &url,
-                    servers,
-                    producer,
-                    wake,
-                    symbols,
-                    stats,
-                    &thread_shutdown,
-                );
+                let intake = Intake::new(producer, symbols, stats.clone(), wake);
+                let receive = receive(&url, servers, intake, stats, &thread_shutdown);
                 if let Err(err) = receive.await {
                     tracing::error!(
                         "the NATS feed at {url} stopped: {err}; restart the server to resume ticks"
@@ -233,9 +312,7 @@ pub fn spawn(
 async fn receive(
     url: &str,
     servers: Vec<async_nats::ServerAddr>,
-    mut producer: Producer<Tick>,
-    wake: Arc<Notify>,
-    symbols: Arc<SymbolTable>,
+    mut intake: Intake,
     stats: Arc<Stats>,
     shutdown: &CancellationToken,
 ) -> Result<(), async_nats::Error> {
@@ -283,7 +360,6 @@ async fn receive(
         client = connect => client?,
     };
     let mut subscriber = client.subscribe(SUBSCRIPTION).await?;
-    let mut last_seq = vec![0u64; symbols.len()];
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -292,126 +368,109 @@ async fn receive(
                 None => break,
             },
         };
-        let mut published = 0;
+        let mut drained = 0;
         let mut next = Some(message);
         // Drain what is already buffered, then wake the fan-out once.
         while let Some(message) = next.take() {
-            if publish(
-                &mut producer,
-                &symbols,
-                &stats,
-                &mut last_seq,
-                &message.subject,
-                &message.payload,
-            ) {
-                published += 1;
-            }
-            if published >= 1024 {
+            publish(&mut intake, &stats, &message.subject, &message.payload);
+            drained += 1;
+            if drained >= 1024 {
                 break;
             }
             next = futures_util::FutureExt::now_or_never(subscriber.next()).flatten();
         }
-        if published > 0 {
-            Stats::add(&stats.ticks_ingested, published);
-            wake.notify_one();
-        }
+        intake.finish();
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), client.drain()).await;
     Ok(())
 }
 
-/// Writes one message into the ring if it is a tick the node should
-/// carry; counts and drops it otherwise. Returns whether it was written.
-fn publish(
-    producer: &mut Producer<Tick>,
-    symbols: &SymbolTable,
-    stats: &Stats,
-    last_seq: &mut [u64],
-    subject: &str,
-    payload: &[u8],
-) -> bool {
-    let name = subject.strip_prefix(SUBJECT_PREFIX).unwrap_or(subject);
-    let Some(symbol) = symbols.id(name) else {
-        Stats::add(&stats.feed_unknown_symbols, 1);
-        tracing::debug!(
-            subject,
-            "dropped a tick of a symbol this node does not carry; give it the publisher's --symbols"
-        );
-        return false;
-    };
-    let wire = match WireTick::decode(payload) {
-        Ok(wire) => wire,
+/// Hands one message to the intake if it decodes; counts and logs what
+/// is dropped.
+fn publish(intake: &mut Intake, stats: &Stats, subject: &str, payload: &[u8]) {
+    let decoded = match Payload::decode(subject, payload) {
+        Ok(decoded) => decoded,
         Err(err) => {
-            Stats::add(&stats.feed_bad_ticks, 1);
-            tracing::debug!(subject, "dropped a message: {err}");
-            return false;
+            let dropped = Stats::add_returning(&stats.feed_bad_ticks, 1);
+            // An old publisher or a wrong format is worth a warning (once,
+            // then every 10,000th); a stray message is only debug.
+            if payload.len() == VERSION_1_LEN || payload.first().is_some_and(|&b| b != b'{') {
+                if dropped % 10_000 == 1 {
+                    tracing::warn!(subject, dropped, "dropped a NATS message: {err}");
+                }
+            } else {
+                tracing::debug!(subject, "dropped a NATS message: {err}");
+            }
+            return;
         }
     };
-    let last = &mut last_seq[symbol as usize];
-    if wire.seq <= *last {
-        Stats::add(&stats.feed_bad_ticks, 1);
-        tracing::debug!(
-            subject,
-            seq = wire.seq,
-            last = *last,
-            "dropped a tick whose seq is not after the last one (a duplicate or a restarted publisher)"
-        );
-        return false;
+    if let Err(err) = intake.accept(&decoded.incoming()) {
+        tracing::debug!(subject, "dropped a tick: {}", err.message);
     }
-    *last = wire.seq;
-    producer.publish(Tick {
-        symbol: symbol as SymbolId,
-        seq: wire.seq,
-        px: wire.px,
-        bid: wire.bid,
-        ask: wire.ask,
-        size: wire.size,
-        ts: wire.ts,
-    });
-    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn payload_round_trips_and_bad_prices_are_refused() {
-        let tick = WireTick {
+    fn sample() -> Payload {
+        Payload {
+            sym: "BTC-USD".into(),
             seq: 42,
-            px: 187.25,
-            bid: 187.24,
-            ask: 187.26,
+            px: "64123.5".parse().unwrap(),
+            bid: "-0.00000001".parse().unwrap(),
+            ask: "9999999999.99999999".parse().unwrap(),
             size: 300,
             ts: 1_732_250_000_123_456_789,
-        };
-        assert_eq!(WireTick::decode(&tick.encode()), Ok(tick));
-        assert_eq!(WireTick::decode(&tick.encode_json()), Ok(tick));
-        // Seq 123's first byte is `{`: still the compact form.
-        let brace = WireTick { seq: 123, ..tick };
-        assert_eq!(brace.encode()[0], b'{');
-        assert_eq!(WireTick::decode(&brace.encode()), Ok(brace));
-        let shortest_json = br#"{"seq":1,"px":1,"bid":1,"ask":1,"size":1,"ts":1}"#;
-        assert!(shortest_json.len() > COMPACT_LEN);
-        assert_eq!(WireTick::decode(shortest_json).unwrap().seq, 1);
-        let bad = br#"{"seq":1,"px":-1,"bid":1,"ask":1,"size":1,"ts":1}"#;
-        assert!(WireTick::decode(bad).unwrap_err().contains("finite"));
-        let nan = WireTick {
-            ask: f64::NAN,
-            ..tick
-        };
-        assert!(WireTick::decode(&nan.encode())
+        }
+    }
+
+    #[test]
+    fn payloads_round_trip_exactly_in_both_forms() {
+        let tick = sample();
+        let compact = tick.encode();
+        assert_eq!(compact[0], COMPACT_VERSION);
+        assert_eq!(compact.len(), COMPACT_HEAD + "BTC-USD".len());
+        assert_eq!(Payload::decode("ticks.BTC-USD", &compact), Ok(tick.clone()));
+        assert_eq!(
+            Payload::decode("ticks.BTC-USD", &tick.encode_json()),
+            Ok(tick.clone())
+        );
+        let json = String::from_utf8(tick.encode_json()).unwrap();
+        assert!(json.contains(r#""px":64123.5,"bid":-0.00000001"#), "{json}");
+        // JSON may leave the name to the subject, and send prices as text.
+        let text = br#"{"seq":1,"px":"1.08435","bid":1.08434,"ask":1.08436,"size":1,"ts":1}"#;
+        let decoded = Payload::decode("ticks.EURUSD", text).unwrap();
+        assert_eq!(
+            (decoded.sym.as_str(), decoded.px.to_string()),
+            ("EURUSD", "1.08435".into())
+        );
+    }
+
+    #[test]
+    fn old_unknown_and_broken_payloads_are_refused_in_words() {
+        let err = Payload::decode("ticks.AAPL", &[0u8; 44]).unwrap_err();
+        assert!(err.contains("version-1"), "{err}");
+        let mut future = sample().encode();
+        future[0] = 3;
+        let err = Payload::decode("ticks.AAPL", &future).unwrap_err();
+        assert!(err.contains("version 3"), "{err}");
+        let short = &sample().encode()[..50];
+        assert!(Payload::decode("ticks.AAPL", short).is_err());
+        let precise = br#"{"seq":1,"px":1.000000001,"bid":1,"ask":1,"size":1,"ts":1}"#;
+        let err = Payload::decode("ticks.X", precise).unwrap_err();
+        assert!(err.contains("px") && err.contains("8 decimals"), "{err}");
+        let mut huge = sample().encode();
+        huge[9..17].copy_from_slice(&i64::MAX.to_le_bytes());
+        assert!(Payload::decode("ticks.X", &huge)
             .unwrap_err()
-            .contains("finite"));
-        assert!(WireTick::decode(b"{}").unwrap_err().contains("needs seq"));
-        let short = &tick.encode()[..43];
-        assert!(WireTick::decode(short)
-            .unwrap_err()
-            .contains("neither the 44-byte compact form"));
+            .contains("out of range"));
+        assert!(Payload::decode("ticks.X", b"").is_err());
     }
 
     #[test]
     fn subjects_keep_dotted_symbols_whole() {
         assert_eq!(subject("BRK.B"), "ticks.BRK.B");
+        assert_eq!(subject("SPY 261218C00600000"), "ticks.SPY_261218C00600000");
     }
 }

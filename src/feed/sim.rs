@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
 use crate::feed::symbols::SymbolSpec;
+use crate::price::Price;
 use crate::tick::{SymbolId, Tick};
 
 /// Seconds of trading in a year: 252 days of 6.5 hours.
@@ -17,14 +18,15 @@ const TRADING_SECONDS_PER_YEAR: f64 = 252.0 * 6.5 * 3600.0;
 /// shows visible movement within seconds rather than minutes.
 const TIME_ACCELERATION: f64 = 30.0;
 
-/// Minimum price increment, in dollars.
-const PRICE_INCREMENT: f64 = 0.01;
-
 /// Per-symbol state of the random walk.
 #[derive(Clone, Debug)]
 struct Walk {
     /// Current mid price (unrounded).
     mid: f64,
+    /// Decimals of the symbol's tick size (2: cents).
+    decimals: u8,
+    /// The tick size in dollars, `10^-decimals`.
+    increment: f64,
     /// Standard deviation of the log-return over one feed second.
     vol_per_sqrt_second: f64,
     /// Feed time of this symbol's last tick, in seconds.
@@ -66,6 +68,8 @@ impl Simulator {
                 let annual_vol: f64 = rng.random_range(0.15..0.60);
                 Walk {
                     mid: spec.start_price,
+                    decimals: spec.decimals,
+                    increment: 10f64.powi(-i32::from(spec.decimals)),
                     vol_per_sqrt_second: annual_vol
                         * (TIME_ACCELERATION / TRADING_SECONDS_PER_YEAR).sqrt(),
                     last_time: 0.0,
@@ -109,16 +113,20 @@ impl Simulator {
         // Driftless GBM step: ln(S') = ln(S) - σ²dt/2 + σ√dt·z.
         let sigma = walk.vol_per_sqrt_second;
         walk.mid *= (-0.5 * sigma * sigma * dt + sigma * dt.sqrt() * z).exp();
-        walk.mid = walk.mid.max(PRICE_INCREMENT);
+        walk.mid = walk.mid.max(walk.increment);
         walk.seq += 1;
 
-        // Spread of about 2 basis points, at least one increment.
-        let spread_increments = (walk.mid * 0.0002 / PRICE_INCREMENT).round().max(1.0);
-        let bid_increments = ((walk.mid / PRICE_INCREMENT) - spread_increments / 2.0)
+        // Spread of about 2 basis points, at least one increment; prices
+        // are whole increments, held exactly.
+        let spread_increments = (walk.mid * 0.0002 / walk.increment).round().max(1.0);
+        let bid_increments = ((walk.mid / walk.increment) - spread_increments / 2.0)
             .floor()
             .max(1.0);
-        let bid = round_to_increment(bid_increments * PRICE_INCREMENT);
-        let ask = round_to_increment((bid_increments + spread_increments) * PRICE_INCREMENT);
+        let at = |increments: f64| {
+            Price::from_scaled(increments as i64, walk.decimals).unwrap_or(Price::ZERO)
+        };
+        let bid = at(bid_increments);
+        let ask = at(bid_increments + spread_increments);
         let px = if hit_bid { bid } else { ask };
 
         Tick {
@@ -142,12 +150,6 @@ impl Simulator {
             lots * 100
         }
     }
-}
-
-/// The nearest `f64` to a whole number of cents, so that prices print as
-/// `187.25` rather than `187.25000000000003`.
-fn round_to_increment(price: f64) -> f64 {
-    (price / PRICE_INCREMENT).round() * PRICE_INCREMENT
 }
 
 #[cfg(test)]
@@ -176,11 +178,13 @@ mod tests {
             let s = t.symbol as usize;
             assert_eq!(t.seq, last_seq[s] + 1);
             last_seq[s] = t.seq;
-            assert!(t.bid > 0.0 && t.bid < t.ask, "{t:?}");
+            assert!(t.bid > Price::ZERO && t.bid < t.ask, "{t:?}");
             assert!(t.px == t.bid || t.px == t.ask, "{t:?}");
             assert!(t.size > 0);
-            let cents = t.px * 100.0;
-            assert!((cents - cents.round()).abs() < 1e-6, "{t:?}");
+            // Every price is whole cents, the tick size of US equities.
+            for price in [t.px, t.bid, t.ask] {
+                assert!(price.fits(specs[s].decimals), "{t:?}");
+            }
         }
         assert!(last_seq.iter().all(|&n| n > 1000), "every symbol trades");
     }
@@ -189,7 +193,7 @@ mod tests {
     fn prices_wander_but_stay_plausible() {
         let specs = universe(1);
         let mut sim = Simulator::new(&specs, 1000.0, 3);
-        let prices: Vec<f64> = (0..10_000).map(|i| sim.next_tick(i).px).collect();
+        let prices: Vec<f64> = (0..10_000).map(|i| sim.next_tick(i).px.to_f64()).collect();
         let distinct = prices
             .iter()
             .map(|p| (p * 100.0).round() as i64)

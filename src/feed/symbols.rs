@@ -114,7 +114,12 @@ pub struct SymbolSpec {
     pub name: String,
     /// Starting mid price in dollars.
     pub start_price: f64,
+    /// Decimals of its tick size: 2 (cents) for US equities.
+    pub decimals: u8,
 }
+
+/// Tick size of the simulated US equities: one cent.
+pub const EQUITY_DECIMALS: u8 = 2;
 
 /// The first `count` symbols: the listed tickers in order, then generated
 /// names (four letters, consonant-vowel-consonant-consonant, e.g. `KOLT`)
@@ -126,6 +131,7 @@ pub fn universe(count: usize) -> Vec<SymbolSpec> {
         .map(|&(name, price)| SymbolSpec {
             name: name.to_string(),
             start_price: price,
+            decimals: EQUITY_DECIMALS,
         })
         .collect();
     let mut taken: HashSet<String> = specs.iter().map(|s| s.name.clone()).collect();
@@ -140,10 +146,36 @@ pub fn universe(count: usize) -> Vec<SymbolSpec> {
             specs.push(SymbolSpec {
                 name,
                 start_price: (start_price * 100.0).round() / 100.0,
+                decimals: EQUITY_DECIMALS,
             });
         }
     }
     specs
+}
+
+/// The simulator's view of a list of symbols (`--symbols-file`): each
+/// with its own precision, starting from its listed price when it is a
+/// listed ticker and from a price fixed by its name otherwise.
+pub fn simulated(symbols: &[(String, u8)]) -> Vec<SymbolSpec> {
+    symbols
+        .iter()
+        .map(|(name, decimals)| {
+            let listed = LISTED.iter().find(|(listed, _)| listed == name);
+            let start_price = listed.map_or_else(
+                || {
+                    let seed = name.bytes().fold(0u64, |h, b| splitmix(h ^ u64::from(b)));
+                    let unit = (seed >> 11) as f64 / (1u64 << 53) as f64;
+                    (5.0f64.ln() + unit * (500.0f64 / 5.0).ln()).exp()
+                },
+                |&(_, price)| price,
+            );
+            SymbolSpec {
+                name: name.clone(),
+                start_price,
+                decimals: *decimals,
+            }
+        })
+        .collect()
 }
 
 const CONSONANTS: &[u8] = b"BCDFGHJKLMNPRSTVWXZ";

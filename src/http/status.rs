@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::{text, AppState, Body};
 use crate::fanout::FanoutHandle;
+use crate::price::Price;
 use crate::tick::Tick;
 
 /// The last quotes of every symbol, as `GET /symbols` serves them.
@@ -86,9 +87,9 @@ struct Quote<'a> {
     sym: &'a str,
     /// Last seq; 0 before the first tick.
     seq: u64,
-    px: Option<f64>,
-    bid: Option<f64>,
-    ask: Option<f64>,
+    px: Option<Price>,
+    bid: Option<Price>,
+    ask: Option<Price>,
     ts: Option<u64>,
 }
 
@@ -120,13 +121,16 @@ pub async fn symbols(req: &Request<Incoming>, state: &Arc<AppState>) -> Response
             "the server is shutting down\n",
         );
     };
-    let table = &state.session.symbols;
-    let rows: Vec<Quote<'_>> = table
-        .ids()
-        .zip(quotes.iter().copied())
-        .filter(|&(id, _)| grant.as_ref().is_none_or(|g| g.allows(table.name(id))))
-        .map(|(id, last)| Quote {
-            sym: table.name(id),
+    // Every symbol the registry holds; one whose first tick the fan-out
+    // has not met yet has no quote.
+    let names = state.session.symbols.names();
+    let rows: Vec<Quote<'_>> = names
+        .iter()
+        .enumerate()
+        .map(|(id, name)| (name, quotes.get(id).copied().flatten()))
+        .filter(|&(name, _)| grant.as_ref().is_none_or(|g| g.allows(name)))
+        .map(|(name, last)| Quote {
+            sym: name,
             seq: last.map_or(0, |t| t.seq),
             px: last.map(|t| t.px),
             bid: last.map(|t| t.bid),
@@ -163,9 +167,9 @@ mod tests {
                     let tick = Tick {
                         symbol: 0,
                         seq: n,
-                        px: 1.0,
-                        bid: 1.0,
-                        ask: 1.0,
+                        px: Price::ZERO,
+                        bid: Price::ZERO,
+                        ask: Price::ZERO,
                         size: 1,
                         ts: 0,
                     };

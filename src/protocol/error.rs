@@ -28,11 +28,14 @@ pub enum ErrorCode {
     NotEntitled,
     /// The client sent more requests per second than the server allows.
     RateLimited,
+    /// A publisher's tick names a new symbol, and the server carries
+    /// `--max-symbols` already.
+    SymbolLimit,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (`code as usize` indexes it).
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
@@ -42,6 +45,7 @@ impl ErrorCode {
         ErrorCode::BadTick,
         ErrorCode::NotEntitled,
         ErrorCode::RateLimited,
+        ErrorCode::SymbolLimit,
     ];
 
     /// The wire form, e.g. `bad_json`.
@@ -56,6 +60,7 @@ impl ErrorCode {
             ErrorCode::BadTick => "bad_tick",
             ErrorCode::NotEntitled => "not_entitled",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SymbolLimit => "symbol_limit",
         }
     }
 }

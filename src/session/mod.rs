@@ -35,7 +35,7 @@ use crate::auth::Grant;
 use crate::fanout::{Command, ConnId, FanoutHandle};
 use crate::protocol::frame::close_frame;
 use crate::stats::Stats;
-use crate::tick::SymbolTable;
+use crate::symbol::Symbols;
 use guard::{Continuations, FrameGuard, GuardLimits};
 use outbox::{Outbox, OutboxLimits};
 use reader::{read_messages, RateLimit, Reader, ReaderExit};
@@ -46,7 +46,7 @@ use writer::WriterExit;
 #[derive(Debug)]
 pub struct SessionContext {
     /// The symbols the server carries.
-    pub symbols: Arc<SymbolTable>,
+    pub symbols: Arc<Symbols>,
     /// Where subscription changes go.
     pub fanout: FanoutHandle,
     /// Per-connection output limits.

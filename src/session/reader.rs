@@ -29,7 +29,7 @@ use crate::protocol::frame::{close_frame, close_frame_echo, pong_frame};
 use crate::protocol::{
     truncate, ClientMsg, ErrorCode, ProtocolError, ServerMsg, SubscribeOptions, ALL_SYMBOLS,
 };
-use crate::tick::{SymbolId, SymbolTable};
+use crate::symbol::{SymbolId, Symbols};
 
 /// How the reader ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -225,7 +225,7 @@ pub struct Reader {
     conn: ConnId,
     outbox: Arc<Outbox>,
     fanout: FanoutHandle,
-    symbols: Arc<SymbolTable>,
+    symbols: Arc<Symbols>,
     max_subscriptions: usize,
     subscriptions: Subscriptions,
     /// What the client's token allows it to see.
@@ -296,7 +296,7 @@ impl Reader {
         conn: ConnId,
         outbox: Arc<Outbox>,
         fanout: FanoutHandle,
-        symbols: Arc<SymbolTable>,
+        symbols: Arc<Symbols>,
         max_subscriptions: usize,
     ) -> Self {
         Reader {
@@ -324,12 +324,12 @@ impl Reader {
         }
         let (allowed, denied): (Vec<_>, Vec<_>) = ids
             .into_iter()
-            .partition(|&id| self.grant.allows(self.symbols.name(id)));
+            .partition(|&id| self.grant.allows(&self.symbols.name(id)));
         if !denied.is_empty() {
             let names: Vec<String> = denied
                 .iter()
                 .take(10)
-                .map(|&id| format!("{:?}", self.symbols.name(id)))
+                .map(|&id| format!("{:?}", &*self.symbols.name(id)))
                 .collect();
             self.outbox.push_error(&ProtocolError::new(
                 ErrorCode::NotEntitled,
@@ -375,12 +375,15 @@ impl Reader {
             }
         }
         if !unknown.is_empty() {
+            let advice = if self.symbols.learns() {
+                "the feed has not published it (yet); GET /symbols lists what it has, and \
+                 a subscriber to \"*\" is sent each new symbol from its first tick"
+            } else {
+                "GET /symbols lists the symbols this server carries"
+            };
             self.outbox.push_error(&ProtocolError::new(
                 ErrorCode::UnknownSymbol,
-                format!(
-                    "unknown symbol {}; GET /symbols lists the symbols this server carries",
-                    unknown.join(", ")
-                ),
+                format!("unknown symbol {}; {advice}", unknown.join(", ")),
             ));
         }
         (star, ids)
@@ -440,16 +443,18 @@ impl Reader {
             star = false;
             ids = self
                 .symbols
-                .ids()
-                .filter(|&id| self.grant.allows(self.symbols.name(id)))
+                .names()
+                .iter()
+                .enumerate()
+                .filter(|(_, name)| self.grant.allows(name))
+                .map(|(id, _)| id as SymbolId)
                 .collect();
         }
         let subs = &mut self.subscriptions;
         let added: Vec<SymbolId> = if subs.all {
             Vec::new()
         } else if star {
-            self.symbols
-                .ids()
+            (0..self.symbols.len() as SymbolId)
                 .filter(|id| !subs.symbols.contains(id))
                 .collect()
         } else {
@@ -508,7 +513,7 @@ impl Reader {
         let was_all = subs.all;
         let removed: Vec<SymbolId> = if star {
             if was_all {
-                self.symbols.ids().collect()
+                (0..self.symbols.len() as SymbolId).collect()
             } else {
                 let mut removed: Vec<_> = subs.symbols.drain().collect();
                 removed.sort_unstable();
@@ -525,9 +530,7 @@ impl Reader {
             subs.all = false;
             if !star {
                 let removed_set: HashSet<_> = removed.iter().copied().collect();
-                subs.symbols = self
-                    .symbols
-                    .ids()
+                subs.symbols = (0..self.symbols.len() as SymbolId)
                     .filter(|id| !removed_set.contains(id))
                     .collect();
             }

@@ -11,14 +11,32 @@ use super::{config, within, Client, TestServer};
 /// The ingest token of [`ingest_config`].
 pub const TOKEN: &str = "s3cret token";
 
-/// A test configuration fed through `/ingest` (10 symbols) instead of the
-/// simulator.
+/// A test configuration fed through `/ingest` instead of the simulator,
+/// carrying a fixed list of 10 symbols (the simulator's first ten, in
+/// cents), so clients can subscribe before anything is published.
 pub fn ingest_config() -> Config {
     let mut cfg = config();
     cfg.feed = FeedSource::Ingest;
     cfg.ingest_token = Some(TOKEN.into());
-    cfg.symbols = 10;
+    cfg.symbols_file = Some(symbols_file(10));
     cfg
+}
+
+/// A `--symbols-file` listing the simulator's first `count` tickers at
+/// two decimals, a new file per call.
+pub fn symbols_file(count: usize) -> std::path::PathBuf {
+    static WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(
+        "tickcast-test-symbols-{}-{n}.txt",
+        std::process::id()
+    ));
+    let list: String = tickcast::feed::symbols::universe(count)
+        .iter()
+        .map(|spec| format!("{},{}\n", spec.name, spec.decimals))
+        .collect();
+    std::fs::write(&path, list).expect("write a symbols file in the temp dir");
+    path
 }
 
 /// Opens /ingest with `token` in the Authorization header; the HTTP status
@@ -39,9 +57,15 @@ pub async fn publisher(server: &TestServer, token: &str) -> Result<Client, u16> 
     }
 }
 
-/// A published tick of `sym` with `seq` and price `px`.
+/// A published tick of `sym` with `seq` and price `px` (whole cents):
+/// `px` as a JSON number, bid and ask a cent either side as decimal
+/// strings, the two forms a publisher may use.
 pub fn tick(sym: &str, seq: u64, px: f64) -> Value {
-    json!({"sym": sym, "seq": seq, "px": px, "bid": px - 0.01, "ask": px + 0.01,
+    let cents = (px * 100.0).round() as i64;
+    let text = |c: i64| format!("{}.{:02}", c / 100, c % 100);
+    // The double nearest the decimal, which JSON prints as that decimal.
+    let px = cents as f64 / 100.0;
+    json!({"sym": sym, "seq": seq, "px": px, "bid": text(cents - 1), "ask": text(cents + 1),
            "size": 100 + seq, "ts": 1_700_000_000_000_000_000u64 + seq})
 }
 
