@@ -136,6 +136,26 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// Publishes `payload` on `subject` as is, and flushes.
+    async fn send_payload(&self, subject: String, payload: Vec<u8>) {
+        self.client
+            .publish(subject, payload.into())
+            .await
+            .expect("publish");
+        within("a NATS flush", self.client.flush())
+            .await
+            .expect("flush");
+    }
+}
+
+/// A node that learns its symbols from the ticks on NATS.
+async fn learning_node(nats: &NatsServer) -> TestServer {
+    let mut cfg = config();
+    cfg.feed = FeedSource::Nats(Some(nats.url()));
+    start(cfg).await
+}
+
 /// Publishes ticks of `sym` from `seq` on (one every 20 ms, pacing only)
 /// until every node has taken in at least one more tick: then each
 /// node's subscription is live. Returns the next unused seq.
@@ -246,6 +266,86 @@ async fn two_nodes_carry_identical_streams() {
         metrics.lines().any(|l| l == "tickcast_feed_connected 1"),
         "{metrics}"
     );
+    drop((on_a, on_b));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn two_learning_nodes_carry_a_publishers_own_symbols_identically() {
+    let nats = NatsServer::start().await;
+    let (a, b) = (learning_node(&nats).await, learning_node(&nats).await);
+    let publisher = Publisher::connect(&nats).await;
+    until_subscribed(&publisher, &[&a, &b], "PROBE", 1).await;
+    let (mut on_a, mut on_b) = (a.connect().await, b.connect().await);
+    for client in [&mut on_a, &mut on_b] {
+        let reply = client.subscribe(&["*"]).await;
+        assert_eq!(reply["symbols"], json!(["PROBE"]));
+    }
+    let price = |text: &str| text.parse::<Price>().expect("a price");
+    let option = "SPY 261218C00600000";
+    let compact = |sym: &str, seq: u64, px: &str| {
+        Payload {
+            sym: sym.into(),
+            seq,
+            px: price(px),
+            bid: price(px),
+            ask: price(px),
+            size: 7,
+            ts: 1_700_000_000_000_000_000 + seq,
+        }
+        .encode()
+    };
+    publisher
+        .send_payload(subject("BTC-USD"), compact("BTC-USD", 1, "64123.5"))
+        .await;
+    // JSON, prices as strings, the name left to the subject.
+    let json_tick =
+        br#"{"seq":1,"px":"1.08435","bid":1.08434,"ask":"1.08436","size":1000000,"ts":9}"#;
+    publisher
+        .send_payload(subject("EURUSD"), json_tick.to_vec())
+        .await;
+    publisher
+        .send_payload(subject(option), compact(option, 1, "0.0001"))
+        .await;
+    publisher
+        .send_payload(subject("BTC-USD"), compact("BTC-USD", 2, "64123"))
+        .await;
+    let mut streams = Vec::new();
+    for client in [&mut on_a, &mut on_b] {
+        let mut texts = Vec::new();
+        loop {
+            let text = client.recv_text().await;
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["sym"] == "PROBE" {
+                continue;
+            }
+            let last = v["sym"] == "BTC-USD" && v["seq"] == 2;
+            texts.push(text);
+            if last {
+                break;
+            }
+        }
+        streams.push(texts);
+    }
+    assert_eq!(streams[0], streams[1], "both nodes sent the same messages");
+    let stream = streams[0].join("\n");
+    for expected in [
+        r#"{"type":"subscribed","symbols":["BTC-USD"]}"#,
+        r#"{"type":"snapshot","sym":"BTC-USD","seq":1,"px":64123.5,"bid":64123.5,"ask":64123.5,"#,
+        r#"{"type":"subscribed","symbols":["EURUSD"]}"#,
+        r#""sym":"EURUSD","seq":1,"px":1.08435,"bid":1.08434,"ask":1.08436,"size":1000000,"#,
+        r#"{"type":"subscribed","symbols":["SPY 261218C00600000"]}"#,
+        r#""sym":"SPY 261218C00600000","seq":1,"px":0.0001,"#,
+        r#"{"type":"tick","sym":"BTC-USD","seq":2,"px":64123,"#,
+    ] {
+        assert!(stream.contains(expected), "{stream}\nlacks {expected}");
+    }
+    assert_eq!(streams[0].len(), 7, "{stream}");
+    for node in [&a, &b] {
+        let (_, body) = http_get(node.addr, "/symbols").await;
+        assert!(body.contains(r#""sym":"SPY 261218C00600000""#), "{body}");
+    }
     drop((on_a, on_b));
     a.stop().await;
     b.stop().await;

@@ -153,6 +153,21 @@ impl Client {
         self.ws.send(message).await.expect("send");
     }
 
+    /// The text of the next message, which must be a text frame.
+    pub async fn recv_text(&mut self) -> String {
+        loop {
+            let message = within("a message", self.ws.next())
+                .await
+                .expect("stream ended")
+                .expect("read");
+            match message {
+                Message::Text(text) => return text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
     /// The next message, which must be a JSON text frame.
     pub async fn recv(&mut self) -> Value {
         loop {
