@@ -13,7 +13,6 @@
 //! own copy of each name, so the per-tick path takes no lock.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::price::DECIMALS;
@@ -130,9 +129,6 @@ pub struct Symbols {
     learns: bool,
     /// Most names the registry may hold.
     max: usize,
-    /// Symbols the fan-out has started serving: every id below it has
-    /// had its first tick handled (so `*` subscribers were given it).
-    opened: AtomicUsize,
 }
 
 impl Symbols {
@@ -144,7 +140,6 @@ impl Symbols {
             table: RwLock::default(),
             learns: false,
             max: usize::MAX,
-            opened: AtomicUsize::new(0),
         };
         for (name, decimals) in symbols {
             check_name(&name)?;
@@ -169,7 +164,6 @@ impl Symbols {
             table: RwLock::default(),
             learns: true,
             max,
-            opened: AtomicUsize::new(0),
         }
     }
 
@@ -240,16 +234,6 @@ impl Symbols {
             return Err(Refused::Full(self.max));
         }
         Ok((insert(&mut table, name, DECIMALS), true))
-    }
-
-    /// Symbols the fan-out has started serving (ids below it).
-    pub fn opened(&self) -> usize {
-        self.opened.load(Ordering::Acquire)
-    }
-
-    /// Records that the fan-out serves every id below `count`.
-    pub fn open_up_to(&self, count: usize) {
-        self.opened.fetch_max(count, Ordering::AcqRel);
     }
 }
 

@@ -11,9 +11,14 @@
 //!
 //! With `--nats nats://HOST:PORT`, the ticks go to a NATS server instead,
 //! one message per tick on `ticks.<SYMBOL>` in the payload format of
-//! `tickcast::feed::nats` (the 44-byte compact form, or JSON with
-//! `--encoding json`),
-//! for any number of servers started with `--feed nats`. Seqs start at 1,
+//! `tickcast::feed::nats` (the compact form, version 2, or JSON with
+//! `--encoding json`), for any number of servers started with
+//! `--feed nats`.
+//!
+//! It trades the server's default tickers (`--symbols N`), or the names
+//! of a symbols file (`--symbols-file`, the server's format: `NAME` or
+//! `NAME,DECIMALS` per line), each quoted in its own tick size; a server
+//! with an external feed learns them from the first ticks. Seqs start at 1,
 //! or carry on from a node's `GET /symbols` with `--continue-from`.
 
 use std::cell::Cell;
@@ -31,7 +36,7 @@ use tickcast::feed::nats;
 use tickcast::feed::now_nanos;
 use tickcast::feed::pacer::Pacer;
 use tickcast::feed::sim::Simulator;
-use tickcast::feed::symbols::universe;
+use tickcast::feed::symbols::{simulated, universe, SymbolSpec};
 
 use crate::ws::{self, Target};
 
@@ -84,6 +89,12 @@ pub struct PublishArgs {
     #[arg(long, default_value_t = 100)]
     pub symbols: usize,
 
+    /// Trade the symbols this file lists instead (one per line, NAME or
+    /// NAME,DECIMALS, e.g. EURUSD,5; the format of the server's
+    /// --symbols-file), each priced in its own number of decimals.
+    #[arg(long, conflicts_with = "symbols")]
+    pub symbols_file: Option<std::path::PathBuf>,
+
     /// Total ticks per second across all symbols.
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
@@ -124,6 +135,19 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The symbols the run trades: `--symbols-file`'s, or the first
+/// `--symbols` default tickers.
+fn specs(args: &PublishArgs) -> anyhow::Result<Vec<SymbolSpec>> {
+    let Some(path) = &args.symbols_file else {
+        return Ok(universe(args.symbols));
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read the symbols file {}", path.display()))?;
+    let list = tickcast::symbol::parse_list(&text)
+        .map_err(|err| anyhow::anyhow!("the symbols file {}: {err}", path.display()))?;
+    Ok(simulated(&list))
+}
+
 /// Publishes until `args.duration` has passed (or the server closes);
 /// builds its own current-thread runtime.
 pub fn publish(args: &PublishArgs) -> anyhow::Result<Published> {
@@ -153,7 +177,7 @@ async fn publish_nats(args: &PublishArgs, url: &str) -> anyhow::Result<Published
         .with_context(|| {
             format!("could not connect to NATS at {url}: is nats-server running there?")
         })?;
-    let specs = universe(args.symbols);
+    let specs = specs(args)?;
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let subjects: Vec<String> = names.iter().map(|n| nats::subject(n)).collect();
     let mut simulator = Simulator::new(&specs, args.rate, args.seed);
@@ -274,7 +298,7 @@ async fn publish_on(args: &PublishArgs) -> anyhow::Result<Published> {
         })
     };
 
-    let specs = universe(args.symbols);
+    let specs = specs(args)?;
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let mut simulator = Simulator::new(&specs, args.rate, args.seed);
     // Carry on from the seqs the server already has (a restarted publisher

@@ -19,6 +19,7 @@ fn publish_args(addr: std::net::SocketAddr, token: &str, seconds: f64) -> Publis
         continue_from: None,
         encoding: Encoding::Compact,
         symbols: 100,
+        symbols_file: None,
         rate: 2_000.0,
         seed: 5,
         duration: Some(seconds),
@@ -91,4 +92,53 @@ fn a_restarted_publisher_carries_on_without_refusals() {
     // The second run starts each symbol's seq after the server's last one,
     // so nothing it sends is a replay.
     assert_eq!((first.errors, second.errors), (0, 0));
+}
+
+#[test]
+fn a_symbols_file_publishes_its_own_names_at_their_own_precision() {
+    use std::io::{Read, Write};
+    let server = start_server_with(|config| {
+        config.feed = FeedSource::Ingest;
+        config.ingest_token = Some(TOKEN.into());
+    });
+    let path = std::env::temp_dir().join(format!("feed-sim-symbols-{}.txt", std::process::id()));
+    std::fs::write(&path, "BTC-USD,1\nEURUSD,5\nAAPL,2\n").unwrap();
+    let mut args = publish_args(server.addr, TOKEN, 1.0);
+    args.symbols_file = Some(path.clone());
+    let published = publish(&args).expect("publish");
+    assert_eq!(published.errors, 0, "the server refused ticks");
+    let mut socket = std::net::TcpStream::connect(server.addr).unwrap();
+    write!(
+        socket,
+        "GET /symbols HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).unwrap();
+    server.stop();
+    let _ = std::fs::remove_file(path);
+    let body = response.split_once("\r\n\r\n").unwrap().1;
+    let rows: serde_json::Value = serde_json::from_str(body).unwrap();
+    let mut names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["sym"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["AAPL", "BTC-USD", "EURUSD"]);
+    // Each price has at most its symbol's decimals, read from the text.
+    for (sym, decimals) in [("BTC-USD", 1), ("EURUSD", 5), ("AAPL", 2)] {
+        let at = body.find(&format!(r#""sym":"{sym}""#)).unwrap();
+        let row = &body[at..at + body[at..].find('}').unwrap()];
+        let px = row
+            .split(r#""px":"#)
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        let shown = px.split('.').nth(1).map_or(0, str::len);
+        assert!(shown <= decimals, "{sym}: {row}");
+    }
 }

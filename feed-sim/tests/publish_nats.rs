@@ -92,6 +92,7 @@ fn args(nats: &str, continue_from: Option<String>) -> PublishArgs {
         continue_from,
         encoding: Encoding::Compact,
         symbols: 10,
+        symbols_file: None,
         rate: 1_000.0,
         seed: 3,
         duration: Some(1.0),

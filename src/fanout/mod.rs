@@ -266,7 +266,6 @@ impl Fanout {
                 symbol.announced = true;
             }
         }
-        fanout.registry.open_up_to(known);
         (fanout, FanoutHandle { commands }, receiver)
     }
 
@@ -295,6 +294,15 @@ impl Fanout {
         self.all_subscribed = None;
         self.all_unsubscribed = None;
         self.stats.symbols.store(count, Ordering::Relaxed);
+        self.count_subscriptions();
+    }
+
+    /// Updates the subscriptions gauge.
+    fn count_subscriptions(&self) {
+        self.stats.subscriptions.store(
+            self.index.subscriptions() + self.throttles.len(),
+            Ordering::Relaxed,
+        );
     }
 
     /// Tells every `*` subscriber of `symbol`, met for the first time with
@@ -303,7 +311,6 @@ impl Fanout {
     fn announce(&mut self, symbol: SymbolId) {
         let slot = symbol as usize;
         self.symbols[slot].announced = true;
-        self.registry.open_up_to(slot + 1);
         tracing::info!(
             symbol = &*self.symbols[slot].name,
             id = symbol,
@@ -590,10 +597,7 @@ impl Fanout {
     /// Applies one session command.
     pub fn apply(&mut self, command: Command) {
         self.apply_command(command);
-        self.stats.subscriptions.store(
-            self.index.subscriptions() + self.throttles.len(),
-            Ordering::Relaxed,
-        );
+        self.count_subscriptions();
     }
 
     fn apply_command(&mut self, command: Command) {

@@ -144,16 +144,11 @@ impl Intake {
         }
     }
 
-    /// The registry this intake feeds.
-    pub fn symbols(&self) -> &Arc<Symbols> {
-        &self.symbols
-    }
-
     /// Publishes `tick`, or says why not (and counts the refusal).
     pub fn accept(&mut self, tick: &Incoming<'_>) -> Result<(), ProtocolError> {
         let accepted = self.check(tick);
         match &accepted {
-            Ok((symbol, _)) => {
+            Ok(symbol) => {
                 let symbol = *symbol;
                 self.known[symbol as usize].last_seq = tick.seq;
                 self.producer.publish(Tick {
@@ -186,8 +181,8 @@ impl Intake {
         }
     }
 
-    /// The symbol of `tick` if it may be published, and whether it is new.
-    fn check(&mut self, tick: &Incoming<'_>) -> Result<(SymbolId, bool), ProtocolError> {
+    /// The symbol of `tick` if it may be published.
+    fn check(&mut self, tick: &Incoming<'_>) -> Result<SymbolId, ProtocolError> {
         let bad = |message: String| ProtocolError::new(ErrorCode::BadTick, message);
         if tick.seq == 0 {
             return Err(bad(format!(
@@ -195,7 +190,7 @@ impl Intake {
                 shown(tick.sym)
             )));
         }
-        let (symbol, new) = self.symbol(tick.sym)?;
+        let symbol = self.symbol(tick.sym)?;
         let known = self.known[symbol as usize];
         if tick.seq <= known.last_seq {
             return Err(bad(format!(
@@ -216,15 +211,15 @@ impl Intake {
                 )));
             }
         }
-        Ok((symbol, new))
+        Ok(symbol)
     }
 
     /// The id of `name`, learning it when the registry learns.
-    fn symbol(&mut self, name: &str) -> Result<(SymbolId, bool), ProtocolError> {
+    fn symbol(&mut self, name: &str) -> Result<SymbolId, ProtocolError> {
         if let Some(&id) = self.ids.get(name) {
-            return Ok((id, false));
+            return Ok(id);
         }
-        let (id, new) = self.symbols.learn(name).map_err(|refused| match refused {
+        let (id, _new) = self.symbols.learn(name).map_err(|refused| match refused {
             Refused::NotCarried => ProtocolError::new(
                 ErrorCode::UnknownSymbol,
                 format!(
@@ -258,23 +253,15 @@ impl Intake {
         })?;
         let slot = id as usize;
         if self.known.len() <= slot {
-            let decimals = self.symbols.decimals(id);
-            self.known.resize(
-                slot + 1,
-                Known {
-                    last_seq: 0,
-                    decimals: crate::price::DECIMALS,
-                },
-            );
-            self.known[slot].decimals = decimals;
-        } else {
-            self.known[slot].decimals = self.symbols.decimals(id);
+            let unmet = Known {
+                last_seq: 0,
+                decimals: crate::price::DECIMALS,
+            };
+            self.known.resize(slot + 1, unmet);
         }
+        self.known[slot].decimals = self.symbols.decimals(id);
         self.ids.insert(name.into(), id);
-        if new {
-            tracing::debug!(symbol = name, id, "a new symbol from the feed");
-        }
-        Ok((id, new))
+        Ok(id)
     }
 }
 

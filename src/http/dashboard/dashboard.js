@@ -26,6 +26,14 @@
   const SILENCE_LIMIT_MS = 15_000;
   /** Meters (rate, latency) refresh this often. */
   const METER_EVERY_MS = 500;
+  /**
+   * GET /symbols is checked this often for symbols the feed added since the
+   * subscribe: a throttled `*` (or one under a token covering only some
+   * symbols) covers the symbols that existed when it was sent.
+   */
+  const NEW_SYMBOLS_EVERY_MS = 10_000;
+  /** Names per subscribe for new symbols (client messages are capped at 64 KiB). */
+  const NEW_SYMBOLS_PER_REQUEST = 500;
 
   const byId = (id) => document.getElementById(id);
   const ui = {
@@ -48,8 +56,100 @@
   const counters = { ticks: 0, resets: 0, resumes: 0 };
   window.tickcast = counters;
 
-  const price = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
   const count = new Intl.NumberFormat("en-US");
+
+  // --------------------------------------------------------------- prices
+  //
+  // The server sends every price as the shortest exact decimal of its
+  // value (187.67, 1.08435, 0.0001, 100), at most 8 decimals. A price is
+  // shown from that text, never from a binary float: with thousands
+  // separators and at least two decimals (187.20, 1,234.50), and every
+  // decimal it has beyond two (1.08435). Changes are worked out exactly, in
+  // whole 10⁻⁸ units.
+
+  /** 10⁸: units in 1. */
+  const SCALE = 100_000_000n;
+  const PRICE_KEYS = ["px", "bid", "ask"];
+
+  /** Whether JSON.parse hands a reviver each number's source text. */
+  const SOURCE_TEXT = (() => {
+    try {
+      let seen = null;
+      JSON.parse("[1.10]", (key, value, context) => {
+        if (key === "0") seen = context && context.source;
+        return value;
+      });
+      return seen === "1.10";
+    } catch {
+      return false;
+    }
+  })();
+
+  /**
+   * Parses a server message. Where the browser allows, each tick object
+   * gets `text: {px, bid, ask}`, its prices' text exactly as sent: a double
+   * holds only about 15 significant digits, a price up to 18.
+   */
+  function parseMessage(data) {
+    if (!SOURCE_TEXT) return JSON.parse(data);
+    // Children are revived before the object holding them: the prices of
+    // a tick are seen just before the tick itself.
+    let pending = null;
+    return JSON.parse(data, (key, value, context) => {
+      if (typeof value === "number") {
+        if (PRICE_KEYS.includes(key) && context) (pending ||= {})[key] = context.source;
+      } else if (pending !== null && value !== null && typeof value === "object" && !Array.isArray(value)) {
+        let text = null;
+        for (const k of PRICE_KEYS) {
+          if (typeof value[k] === "number" && pending[k] !== undefined) {
+            (text ||= {})[k] = pending[k];
+            delete pending[k];
+          }
+        }
+        if (text !== null) value.text = text;
+      }
+      return value;
+    });
+  }
+
+  /** A price's decimal text: as sent, or else from the number. */
+  function priceText(t, key) {
+    const sent = t.text && t.text[key];
+    if (typeof sent === "string") return sent;
+    const value = t[key];
+    if (typeof value !== "number" || !Number.isFinite(value)) return null;
+    // The shortest text that reads back as the same double: the price as
+    // sent for up to 15 significant digits. Tiny ones come as 1e-7.
+    let text = String(value);
+    if (/e/i.test(text)) text = value.toFixed(8).replace(/\.?0+$/, "");
+    return text;
+  }
+
+  const DECIMAL = /^(-?)([0-9]+)(?:\.([0-9]+))?$/;
+
+  /** The price `text` for display: 1,234.50, 1.08435, -3.25. */
+  function showPrice(text) {
+    const m = DECIMAL.exec(text);
+    if (m === null) return text;
+    const whole = m[2].replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    return `${m[1]}${whole}.${(m[3] || "").padEnd(2, "0")}`;
+  }
+
+  /** The price `text` in 10⁻⁸ units (later decimals, if any, dropped). */
+  function unitsOf(text) {
+    const m = DECIMAL.exec(text);
+    if (m === null) return null;
+    const units = BigInt(m[2]) * SCALE + BigInt((m[3] || "").slice(0, 8).padEnd(8, "0"));
+    return m[1] === "-" ? -units : units;
+  }
+
+  /** The shortest decimal text of `units` 10⁻⁸ units. */
+  function textOf(units) {
+    const negative = units < 0n;
+    const magnitude = negative ? -units : units;
+    const fraction = (magnitude % SCALE).toString().padStart(8, "0").replace(/0+$/, "");
+    return `${negative ? "-" : ""}${magnitude / SCALE}${fraction ? "." + fraction : ""}`;
+  }
 
   // ---------------------------------------------------------------- state
 
@@ -62,6 +162,17 @@
   let filterText = "";
 
   let socket = null;
+  /**
+   * The subscription is a plain `*` (no max_hz, no token), to which the
+   * server sends each new symbol by itself.
+   */
+  let plainStar = false;
+  /** Symbols that appear later are subscribed by name on this connection. */
+  let addingSymbols = true;
+  let nextSymbolsCheck = 0;
+  let checkingSymbols = false;
+  /** The subscribe sent when the connection opened. */
+  let subscribeRequest = null;
   let attempt = 0;
   let retryAt = 0;
   let retryTimer = 0;
@@ -109,8 +220,12 @@
         px: cell("quote"), chg: cell("chg"), pct: cell("pct"), bid: cell("bid"),
         ask: cell("ask"), size: cell("size"), seq: cell("seq"), spark: cell("spark"),
       },
-      seq: 0, px: null, bid: null, ask: null, size: null,
-      /** First price this page saw: the base of the change columns. */
+      seq: 0, size: null,
+      /** Last price as a number (for the sparkline), its text and units. */
+      px: null, pxText: null, pxUnits: null,
+      /** Bid and ask as their text. */
+      bid: null, ask: null,
+      /** First price this page saw, in units: the base of the change columns. */
       open: null,
       history: [],
       /** What the row shows now, so unchanged cells are not touched. */
@@ -141,11 +256,15 @@
   function apply(t) {
     const q = quoteFor(t.sym);
     if (typeof t.px !== "number") return;
-    if (q.open === null) q.open = t.px;
+    const pxText = priceText(t, "px");
+    const pxUnits = unitsOf(pxText);
+    if (q.open === null) q.open = pxUnits;
     q.seq = t.seq;
     q.px = t.px;
-    q.bid = t.bid;
-    q.ask = t.ask;
+    q.pxText = pxText;
+    q.pxUnits = pxUnits;
+    q.bid = priceText(t, "bid");
+    q.ask = priceText(t, "ask");
     q.size = t.size;
     q.history.push(t.px);
     if (q.history.length > SPARK_POINTS) q.history.shift();
@@ -179,11 +298,15 @@
   }
 
   function onSubscribed(msg) {
+    // Later `subscribed` messages name symbols added since: new symbols
+    // the feed started (a `*` subscriber is told of each), or those this
+    // page asked for itself.
+    const reply = awaitingReply;
     attempt = 0;
     awaitingReply = false;
     setStatus("live", "live");
     for (const sym of msg.symbols || []) quoteFor(sym);
-    if (resume !== null) {
+    if (reply && resume !== null) {
       counters.resumes += 1;
       showResume();
     }
@@ -218,6 +341,9 @@
       lastHeard = Date.now();
       const request = { op: "subscribe", symbols: ["*"], batch: true };
       if (MAX_HZ > 0) request.max_hz = MAX_HZ;
+      plainStar = MAX_HZ === 0 && !params.get("token");
+      addingSymbols = true;
+      nextSymbolsCheck = Date.now() + NEW_SYMBOLS_EVERY_MS;
       const from = {};
       for (const [sym, q] of quotes) if (q.seq > 0) from[sym] = q.seq;
       let named = Object.keys(from);
@@ -227,6 +353,7 @@
       resume = named.length > 0 ? { symbols: new Set(named), pending: new Set(named), reset: new Set() } : null;
       if (resume !== null) request.from = from;
       awaitingReply = true;
+      subscribeRequest = request;
       ws.send(JSON.stringify(request));
     };
     ws.onmessage = (event) => {
@@ -234,7 +361,7 @@
       lastHeard = Date.now();
       let msg;
       try {
-        msg = JSON.parse(event.data);
+        msg = parseMessage(event.data);
       } catch {
         return;
       }
@@ -252,13 +379,29 @@
           onSubscribed(msg);
           break;
         case "error":
-          notify("error", `Server error ${msg.code}: ${msg.message}`);
-          if (awaitingReply && (msg.code === "bad_request" || msg.code === "too_many_symbols")) {
+          if (awaitingReply && msg.code === "bad_request" && subscribeRequest && subscribeRequest.from) {
+            // `from` was refused (e.g. it names symbols a restarted server
+            // has not been sent yet) and nothing was subscribed: subscribe
+            // again without it, from fresh snapshots.
+            notify("warn", `Could not resume where the page left off (${msg.message}); starting over from fresh quotes.`);
+            resume = null;
+            delete subscribeRequest.from;
+            ws.send(JSON.stringify(subscribeRequest));
+          } else if (awaitingReply && (msg.code === "bad_request" || msg.code === "too_many_symbols")) {
+            notify("error", `Server error ${msg.code}: ${msg.message}`);
             // The options were refused and nothing was subscribed: fall
             // back to the plain request every server version takes.
             resume = null;
             awaitingReply = false;
+            plainStar = !params.get("token");
+            subscribeRequest = null;
             ws.send(JSON.stringify({ op: "subscribe", symbols: ["*"] }));
+          } else if (msg.code === "too_many_symbols") {
+            notify("error", `Server error ${msg.code}: ${msg.message}`);
+            // Symbols added later would not fit either.
+            addingSymbols = false;
+          } else {
+            notify("error", `Server error ${msg.code}: ${msg.message}`);
           }
           break;
         default:
@@ -314,7 +457,39 @@
       pingId += 1;
       socket.send(JSON.stringify({ op: "ping", id: pingId }));
     }
+    if (!awaitingReply && !plainStar && addingSymbols && Date.now() >= nextSymbolsCheck) {
+      nextSymbolsCheck = Date.now() + NEW_SYMBOLS_EVERY_MS;
+      subscribeNewSymbols(socket);
+    }
   }, 250);
+
+  /**
+   * Subscribes `ws` to the symbols GET /symbols lists that this page has
+   * no row for: those the feed started after the subscribe (a throttled
+   * `*` is kept per symbol, and covers the symbols of its time).
+   */
+  async function subscribeNewSymbols(ws) {
+    if (checkingSymbols) return;
+    checkingSymbols = true;
+    try {
+      const token = params.get("token");
+      const query = token ? "?token=" + encodeURIComponent(token) : "";
+      const response = await fetch(`/symbols${query}`, { cache: "no-store" });
+      if (!response.ok) return;
+      const rows = await response.json();
+      const added = rows.map((r) => r.sym).filter((sym) => typeof sym === "string" && !quotes.has(sym));
+      if (socket !== ws || ws.readyState !== WebSocket.OPEN || awaitingReply) return;
+      for (let at = 0; at < added.length; at += NEW_SYMBOLS_PER_REQUEST) {
+        const request = { op: "subscribe", symbols: added.slice(at, at + NEW_SYMBOLS_PER_REQUEST) };
+        if (MAX_HZ > 0) request.max_hz = MAX_HZ;
+        ws.send(JSON.stringify(request));
+      }
+    } catch {
+      // Checked again at the next interval.
+    } finally {
+      checkingSymbols = false;
+    }
+  }
 
   // ----------------------------------------------------------- rendering
 
@@ -338,26 +513,38 @@
 
   function paint(q) {
     const c = q.cells;
-    if (q.px !== q.shown.pxValue) {
-      if (q.shown.pxValue !== undefined && q.shown.pxValue !== null) {
+    if (q.pxText !== q.shown.pxText) {
+      const before = q.shown.pxUnits;
+      if (before !== undefined && before !== null && q.pxUnits !== null) {
         q.flip ^= 1;
-        c.px.className = `quote ${q.px > q.shown.pxValue ? "up" : "down"}${q.flip}`;
+        c.px.className = `quote ${q.pxUnits > before ? "up" : "down"}${q.flip}`;
       }
-      q.shown.pxValue = q.px;
-      put(q, "px", price.format(q.px));
-      const change = q.px - q.open;
-      const sign = change > 0.004 ? "pos" : change < -0.004 ? "neg" : "flat";
-      const plus = sign === "pos" ? "+" : "";
-      put(q, "chg", plus + price.format(change));
-      put(q, "pct", q.open ? `${plus}${((change / q.open) * 100).toFixed(2)}%` : "–");
+      q.shown.pxText = q.pxText;
+      q.shown.pxUnits = q.pxUnits;
+      put(q, "px", showPrice(q.pxText));
+      let sign = "flat";
+      if (q.pxUnits !== null && q.open !== null) {
+        const change = q.pxUnits - q.open;
+        sign = change > 0n ? "pos" : change < 0n ? "neg" : "flat";
+        const plus = sign === "pos" ? "+" : "";
+        put(q, "chg", plus + showPrice(textOf(change)));
+        // Relative to the opening price's size: a negative price (a
+        // spread) that rises has a positive change.
+        const base = q.open < 0n ? -q.open : q.open;
+        const pct = base === 0n ? null : (Number(change) / Number(base)) * 100;
+        put(q, "pct", pct === null ? "–" : `${plus}${pct.toFixed(2)}%`);
+      } else {
+        put(q, "chg", "–");
+        put(q, "pct", "–");
+      }
       if (q.shown.sign !== sign) {
         q.shown.sign = sign;
         c.chg.className = `num chg ${sign}`;
         c.pct.className = `num pct ${sign}`;
       }
     }
-    put(q, "bid", q.bid === null ? "–" : price.format(q.bid));
-    put(q, "ask", q.ask === null ? "–" : price.format(q.ask));
+    put(q, "bid", q.bid === null ? "–" : showPrice(q.bid));
+    put(q, "ask", q.ask === null ? "–" : showPrice(q.ask));
     put(q, "size", q.size === null ? "–" : count.format(q.size));
     put(q, "seq", count.format(q.seq));
     q.row.dataset.seq = q.seq;
@@ -447,7 +634,7 @@
     filterText = ui.filter.value.trim().toUpperCase();
     for (const q of quotes.values()) {
       q.row.hidden = !matchesFilter(q.sym);
-      if (!q.row.hidden && q.px !== null) dirty.add(q);
+      if (!q.row.hidden && q.pxText !== null) dirty.add(q);
     }
     updateShown();
   });
