@@ -92,6 +92,7 @@ fn fanout_with(
             added: vec![0],
             from: Default::default(),
             interval,
+            known: symbols.len(),
             done: tokio::sync::oneshot::channel().0,
         });
         outboxes.push(outbox);

@@ -146,7 +146,7 @@ impl Collector for StatsCollector {
         gauge(
             e,
             "symbols",
-            "Symbols the server carries (with an external feed, those that have traded)",
+            "Symbols the fan-out serves: the fixed list, or those learned from the feed so far",
             load(&s.symbols),
         )?;
         counter(

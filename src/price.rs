@@ -25,6 +25,10 @@ pub const MAX_UNITS: i64 = 999_999_999_999_999_999;
 /// refused before any digit is looked at.
 const MAX_TEXT: usize = 64;
 
+/// Largest exponent magnitude [`Price::parse`] keeps; larger ones are
+/// clamped to it, which changes no outcome (at most 64 digits of text).
+const MAX_EXPONENT: i64 = 1_000;
+
 /// A price: an exact decimal with at most [`DECIMALS`] decimals and a
 /// magnitude under 10¹⁰. Negative prices are allowed (spreads, some
 /// futures and power markets go below zero).
@@ -45,6 +49,9 @@ pub enum PriceError {
         /// Decimals allowed.
         decimals: u8,
     },
+    /// Longer than any price needs to be written.
+    #[error("{0:?}… is longer than the {MAX_TEXT} characters a price may be written in")]
+    TooLong(String),
     /// Too large in magnitude.
     #[error("{0:?} is out of range: a price must be under 10000000000 in magnitude")]
     OutOfRange(String),
@@ -94,8 +101,11 @@ impl Price {
     pub fn parse(text: &str) -> Result<Price, PriceError> {
         let shown = || crate::protocol::truncate(text, 32).to_string();
         let bytes = text.as_bytes();
-        if bytes.is_empty() || bytes.len() > MAX_TEXT {
+        if bytes.is_empty() {
             return Err(PriceError::NotADecimal(shown()));
+        }
+        if bytes.len() > MAX_TEXT {
+            return Err(PriceError::TooLong(shown()));
         }
         let mut at = 0;
         let negative = bytes[0] == b'-';
@@ -139,8 +149,9 @@ impl Price {
             };
             let start = at;
             while at < bytes.len() && bytes[at].is_ascii_digit() {
-                // At most 64 characters: this cannot overflow.
-                exponent = exponent * 10 + i64::from(bytes[at] - b'0');
+                // Capped: any exponent past a few dozen makes the price out
+                // of range, too precise or zero all the same.
+                exponent = (exponent * 10 + i64::from(bytes[at] - b'0')).min(MAX_EXPONENT);
                 at += 1;
             }
             if at == start {
@@ -355,6 +366,26 @@ mod tests {
                 "{precise}"
             );
         }
+        // Exponents far past any range, which must neither wrap around
+        // nor panic.
+        for (text, refused) in [
+            ("1e18446744073709551616", "range"),
+            ("1e18446744073709551618", "range"),
+            ("-5e18446744073709551617", "range"),
+            ("1.5e-18446744073709551614", "decimals"),
+            ("1e9223372036854775807", "range"),
+            ("0e99999999999999999999", ""),
+        ] {
+            match Price::parse(text) {
+                Ok(price) => assert!(refused.is_empty() && price == Price::ZERO, "{text}"),
+                Err(err) => assert!(
+                    !refused.is_empty() && err.to_string().contains(refused),
+                    "{text}: {err}"
+                ),
+            }
+        }
+        let long = format!("0.1{}", "0".repeat(70));
+        assert!(matches!(Price::parse(&long), Err(PriceError::TooLong(_))));
         for large in ["10000000000", "1e10", "-99999999999", "1e400"] {
             assert!(
                 matches!(Price::parse(large), Err(PriceError::OutOfRange(_))),

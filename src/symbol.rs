@@ -71,6 +71,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// lines and lines starting with `#` are skipped. Errors name the line.
 pub fn parse_list(text: &str) -> Result<Vec<(String, u8)>, String> {
     let mut symbols = Vec::new();
+    let mut lines: HashMap<String, usize> = HashMap::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -95,6 +96,9 @@ pub fn parse_list(text: &str) -> Result<Vec<(String, u8)>, String> {
             }
         };
         check_name(name).map_err(at)?;
+        if let Some(first) = lines.insert(name.to_string(), number + 1) {
+            return Err(at(format!("{name} is listed already, on line {first}")));
+        }
         symbols.push((name.to_string(), decimals));
     }
     if symbols.is_empty() {
@@ -206,6 +210,14 @@ impl Symbols {
         self.read().names.clone()
     }
 
+    /// The names of ids `start` up to (not including) `end`, those that
+    /// exist.
+    pub fn names_between(&self, start: usize, end: usize) -> Vec<Arc<str>> {
+        let table = self.read();
+        let end = end.min(table.names.len());
+        table.names.get(start..end).unwrap_or_default().to_vec()
+    }
+
     /// Number of symbols.
     pub fn len(&self) -> usize {
         self.read().names.len()
@@ -226,6 +238,11 @@ impl Symbols {
             return Err(Refused::NotCarried);
         }
         check_name(name).map_err(Refused::BadName)?;
+        // A full registry is refused under the read lock: a feed sending
+        // many new names must not keep the write lock from everyone else.
+        if self.len() >= self.max {
+            return Err(Refused::Full(self.max));
+        }
         let mut table = self.write();
         if let Some(&id) = table.by_name.get(name) {
             return Ok((id, false));
@@ -317,6 +334,8 @@ mod tests {
             "{err}"
         );
         assert!(parse_list("# nothing\n").is_err());
+        let err = parse_list("AAPL\nMSFT\nAAPL,2\n").unwrap_err();
+        assert!(err.contains("line 3") && err.contains("line 1"), "{err}");
     }
 
     #[test]

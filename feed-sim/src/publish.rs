@@ -47,9 +47,11 @@ pub const MAX_TICKS_PER_FRAME: usize = 300;
 /// How `--nats` encodes each tick's payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Encoding {
-    /// 44 bytes little-endian: seq, px, bid, ask, size, ts.
+    /// Version 2, little-endian: seq, px, bid, ask (units of 10^-8),
+    /// size, ts and the symbol's name (46 bytes plus the name).
     Compact,
-    /// `{"seq":…,"px":…,"bid":…,"ask":…,"size":…,"ts":…}`.
+    /// `{"sym":…,"seq":…,"px":…,"bid":…,"ask":…,"size":…,"ts":…}`, prices
+    /// as exact decimals.
     Json,
 }
 
@@ -74,8 +76,8 @@ pub struct PublishArgs {
     #[arg(long)]
     pub nats: Option<String>,
 
-    /// With --nats: the payload encoding, `compact` (44 bytes) or `json`;
-    /// nodes read both (docs/CLUSTER.md).
+    /// With --nats: the payload encoding, `compact` (binary, version 2)
+    /// or `json`; nodes read both (docs/CLUSTER.md).
     #[arg(long, value_enum, default_value = "compact", requires = "nats")]
     pub encoding: Encoding,
 
@@ -84,8 +86,9 @@ pub struct PublishArgs {
     #[arg(long, requires = "nats")]
     pub continue_from: Option<String>,
 
-    /// Number of symbols; use the server's `--symbols`, since both take the
-    /// same list (real tickers first, then generated names).
+    /// Number of symbols, from the default list (real tickers first, then
+    /// generated names). A server with an external feed learns them; one
+    /// with a --symbols-file must list them.
     #[arg(long, default_value_t = 100)]
     pub symbols: usize,
 

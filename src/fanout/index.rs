@@ -127,8 +127,8 @@ impl SubscriberIndex {
     }
 
     /// Unsubscribes `conn` from `symbols`; a `*` subscriber keeps every
-    /// other symbol.
-    pub fn unsubscribe(&mut self, conn: ConnId, symbols: &[SymbolId]) {
+    /// other of the first `known` symbols (those its session knew of).
+    pub fn unsubscribe(&mut self, conn: ConnId, symbols: &[SymbolId], known: usize) {
         let Some(member) = self.members.get_mut(&conn) else {
             return;
         };
@@ -137,7 +137,7 @@ impl SubscriberIndex {
             self.all.swap_remove(&conn);
             self.subscriptions -= self.by_symbol.len();
             let removed: HashSet<SymbolId> = symbols.iter().copied().collect();
-            for symbol in 0..self.by_symbol.len() as SymbolId {
+            for symbol in 0..known.min(self.by_symbol.len()) as SymbolId {
                 if !removed.contains(&symbol) {
                     member.symbols.insert(symbol);
                     self.by_symbol[symbol as usize].insert(conn, member.outbox.clone());
@@ -224,7 +224,7 @@ mod tests {
         );
         assert_eq!(index.subscriptions(), 5);
         // A `*` subscriber dropping one symbol keeps the others.
-        index.unsubscribe(2, &[2]);
+        index.unsubscribe(2, &[2], 3);
         assert_eq!(
             (count(&index, 0), count(&index, 1), count(&index, 2)),
             (2, 2, 0)

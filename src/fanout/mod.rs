@@ -116,6 +116,9 @@ pub enum Command {
         from: HashMap<SymbolId, u64>,
         /// Throttle `added` to one update per `interval` (`max_hz`).
         interval: Option<Duration>,
+        /// How many symbols the registry held when the session built the
+        /// request (ids below it are the ones it knows of).
+        known: usize,
         /// Fired once the replies are queued, so the session reads its
         /// next request only after this one is answered.
         done: oneshot::Sender<()>,
@@ -126,6 +129,9 @@ pub enum Command {
         conn: ConnId,
         /// Symbols no longer subscribed.
         removed: Vec<SymbolId>,
+        /// How many symbols the registry held when the session built the
+        /// request: a `*` subscriber keeps the others of these.
+        known: usize,
         /// Fired once the reply is queued.
         done: oneshot::Sender<()>,
     },
@@ -229,9 +235,10 @@ pub struct Fanout {
     throttles: Throttles,
     /// How often every connection is pinged, if at all.
     ping_interval: Option<Duration>,
-    /// The `subscribed` reply listing every symbol, built once.
+    /// The `subscribed` reply listing every symbol, built on first use
+    /// after each new symbol.
     all_subscribed: Option<Bytes>,
-    /// The `unsubscribed` reply listing every symbol, built once.
+    /// Likewise, the `unsubscribed` reply listing every symbol.
     all_unsubscribed: Option<Bytes>,
     stats: Arc<Stats>,
 }
@@ -271,15 +278,15 @@ impl Fanout {
 
     /// Makes room for every id up to `id`, taking the names of those not
     /// met before from the registry (which gave them out, so has them).
-    fn meet(&mut self, id: SymbolId) {
-        let count = id as usize + 1;
-        if self.symbols.len() >= count {
-            return;
+    /// Returns whether `id` is known now.
+    fn meet(&mut self, id: SymbolId) -> bool {
+        let met = self.symbols.len();
+        if met > id as usize {
+            return true;
         }
-        let names = self.registry.names();
-        for name in names.iter().take(count).skip(self.symbols.len()) {
+        for name in self.registry.names_between(met, id as usize + 1) {
             self.symbols.push(SymbolState {
-                name: name.clone(),
+                name,
                 last: None,
                 last_frame: None,
                 gap_at: 0,
@@ -288,6 +295,8 @@ impl Fanout {
                 announced: false,
             });
         }
+        // Only ids the registry gave out (it holds their names).
+        let count = self.symbols.len();
         self.index.grow(count);
         self.history.grow(count);
         // The cached every-symbol replies list fewer symbols now.
@@ -295,6 +304,7 @@ impl Fanout {
         self.all_unsubscribed = None;
         self.stats.symbols.store(count, Ordering::Relaxed);
         self.count_subscriptions();
+        count > id as usize
     }
 
     /// Updates the subscriptions gauge.
@@ -308,7 +318,7 @@ impl Fanout {
     /// Tells every `*` subscriber of `symbol`, met for the first time with
     /// `tick`: a `subscribed` reply naming it, then its snapshot, as for
     /// any symbol subscribed. Ticks after this one follow as usual.
-    fn announce(&mut self, symbol: SymbolId) {
+    fn announce(&mut self, symbol: SymbolId, now: Instant) {
         let slot = symbol as usize;
         self.symbols[slot].announced = true;
         tracing::info!(
@@ -316,15 +326,18 @@ impl Fanout {
             id = symbol,
             "a new symbol from the feed"
         );
-        let (Some(snapshot), false) = (
-            self.snapshot_frame(symbol, TickKind::Snapshot),
-            self.index.all_outboxes().next().is_none(),
-        ) else {
+        if self.index.all_count() == 0 {
+            return;
+        }
+        let Some(snapshot) = self.snapshot_frame(symbol, TickKind::Snapshot) else {
             return;
         };
         let reply = names_reply(&self.symbols, &[symbol], true);
         for outbox in self.index.all_outboxes() {
-            outbox.push_replies(vec![reply.clone(), snapshot.clone()]);
+            outbox.push_reply(reply.clone());
+            // As a tick: a client that does not read is conflated, then
+            // closed as a slow consumer, however many symbols appear.
+            count_push(&self.stats, outbox.push_tick(symbol, &snapshot, now));
         }
     }
 
@@ -448,7 +461,13 @@ impl Fanout {
     pub fn dispatch(&mut self, tick: &Tick, now: Instant) -> usize {
         let symbol = tick.symbol;
         let slot = symbol as usize;
-        self.meet(symbol);
+        if !self.meet(symbol) {
+            tracing::error!(
+                symbol,
+                "dropped a tick of a symbol id the registry never gave out; this is a bug"
+            );
+            return 0;
+        }
         let state = &mut self.symbols[slot];
         let gap = state
             .last
@@ -471,7 +490,7 @@ impl Fanout {
         if !announced {
             // A new symbol: `*` subscribers are told of it, with this tick
             // as its snapshot; anyone who named it already gets the tick.
-            self.announce(symbol);
+            self.announce(symbol, now);
             recipients += self.index.all_count();
             for outbox in self.index.named_subscribers(symbol) {
                 recipients += 1;
@@ -619,13 +638,25 @@ impl Fanout {
                 added,
                 from,
                 interval,
+                known,
                 done,
             } => {
-                // A session may name an id the registry gave out whose
+                // A session may know of ids the registry gave out whose
                 // first tick is still on its way here.
-                if let Some(&newest) = added.iter().max() {
-                    self.meet(newest);
+                if known > 0 {
+                    self.meet(known as SymbolId - 1);
                 }
+                let added = if all && interval.is_none() {
+                    // A plain `*` is told of what has been announced: the
+                    // symbols it names that have, and any announced since
+                    // the session looked. The others it is told of when
+                    // they first trade (`announce`).
+                    let announced = |&id: &SymbolId| self.symbols[id as usize].announced;
+                    let later = known as SymbolId..self.symbols.len() as SymbolId;
+                    added.into_iter().chain(later).filter(announced).collect()
+                } else {
+                    added
+                };
                 match (interval, self.index.outbox(conn).cloned()) {
                     (Some(interval), Some(outbox)) => {
                         let now = Instant::now();
@@ -668,12 +699,13 @@ impl Fanout {
             Command::Unsubscribe {
                 conn,
                 removed,
+                known,
                 done,
             } => {
-                if let Some(&newest) = removed.iter().max() {
-                    self.meet(newest);
+                if known > 0 {
+                    self.meet(known as SymbolId - 1);
                 }
-                self.index.unsubscribe(conn, &removed);
+                self.index.unsubscribe(conn, &removed, known);
                 self.throttles.unsubscribe(conn, &removed);
                 if let Some(outbox) = self.index.outbox(conn) {
                     outbox.forget_symbols(&removed);
@@ -737,6 +769,7 @@ mod tests {
             added,
             from: HashMap::new(),
             interval: None,
+            known: 2,
             done,
         };
         (command, applied)

@@ -7,7 +7,9 @@
 //! A feed decodes its own wire form into an [`Incoming`] tick (a JSON
 //! object through [`JsonTick`], or NATS' compact payload) and hands it to
 //! its [`Intake`]; a refusal comes back as a [`ProtocolError`] in words,
-//! which `/ingest` replies with and NATS logs, and both count.
+//! which `/ingest` replies with and NATS logs; both count it
+//! (`tickcast_feed_bad_ticks_total`, `…_unknown_symbols_total`,
+//! `…_symbols_refused_total`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -186,7 +188,7 @@ impl Intake {
         let bad = |message: String| ProtocolError::new(ErrorCode::BadTick, message);
         if tick.seq == 0 {
             return Err(bad(format!(
-                "seq 0 of {}: seqs start at 1 and increase by one per tick",
+                "seq 0 of {}: seqs start at 1 and increase with each tick",
                 shown(tick.sym)
             )));
         }

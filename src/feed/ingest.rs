@@ -260,7 +260,13 @@ impl Publisher {
         let mut refused: Option<(ProtocolError, usize)> = None;
         for wire in ticks {
             let sym = wire.sym.as_deref().unwrap_or_default();
-            let accepted = wire.incoming(sym).and_then(|tick| intake.accept(&tick));
+            let accepted = match wire.incoming(sym) {
+                Ok(tick) => intake.accept(&tick),
+                Err(err) => {
+                    Stats::add(&self.port.stats.feed_bad_ticks, 1);
+                    Err(err)
+                }
+            };
             if let Err(err) = accepted {
                 match &mut refused {
                     Some((_, n)) => *n += 1,
@@ -275,7 +281,10 @@ impl Publisher {
     fn handle(&mut self, payload: &[u8]) {
         let ticks = match parse_ticks(payload) {
             Ok(ticks) => ticks,
-            Err(err) => return self.reply_error(err.code, err.message),
+            Err(err) => {
+                Stats::add(&self.port.stats.feed_bad_ticks, 1);
+                return self.reply_error(err.code, err.message);
+            }
         };
         if let Some((err, count)) = self.publish(&ticks) {
             let message = if count > 1 {

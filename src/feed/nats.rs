@@ -135,7 +135,8 @@ impl Payload {
     }
 
     /// Encodes the payload in the compact form. Panics on a name longer
-    /// than [`MAX_NAME_LEN`] (no registry holds one).
+    /// than [`MAX_NAME_LEN`] (no registry holds one, and [`Payload::decode`]
+    /// refuses one).
     pub fn encode(&self) -> Vec<u8> {
         let name = self.sym.as_bytes();
         assert!(name.len() <= MAX_NAME_LEN, "symbol names are short");
@@ -183,9 +184,14 @@ impl Payload {
             // By length first: a first-version payload may start with any
             // byte, and no other payload is 44 bytes long.
             old if old.len() == VERSION_1_LEN => Err(format!(
-                "a version-1 payload ({VERSION_1_LEN} bytes, prices as binary floats), which                  this node does not read; publish with a current feed-sim (version                  {COMPACT_VERSION}, exact prices)"
+                "a version-1 payload ({VERSION_1_LEN} bytes, prices as binary floats), which \
+                 this node does not read; publish with a current feed-sim (version \
+                 {COMPACT_VERSION}, exact prices)"
             )),
-            [b'{', ..] => {
+            json if json.trim_ascii_start().starts_with(b"[") => {
+                Err("a JSON array; a NATS message carries one tick, as a JSON object".into())
+            }
+            json if json.trim_ascii_start().starts_with(b"{") => {
                 json::check(payload, json::TICK_LIMITS).map_err(|fault| fault.to_string())?;
                 let wire: JsonTick<'_> = serde_json::from_slice(payload).map_err(|err| {
                     format!(
@@ -194,6 +200,12 @@ impl Payload {
                 })?;
                 let name = subject.strip_prefix(SUBJECT_PREFIX).unwrap_or(subject);
                 let sym = wire.sym.as_deref().unwrap_or(name);
+                if sym.len() > MAX_NAME_LEN {
+                    return Err(format!(
+                        "the symbol name is {} bytes long, the limit is {MAX_NAME_LEN}",
+                        sym.len()
+                    ));
+                }
                 let tick = wire.incoming(sym).map_err(|err| err.message)?;
                 Ok(Payload {
                     sym: tick.sym.to_string(),
@@ -207,7 +219,8 @@ impl Payload {
             }
             [COMPACT_VERSION, ..] => Self::decode_compact(payload),
             [version, ..] => Err(format!(
-                "payload version {version} is not one this node reads (it reads                  {COMPACT_VERSION} and JSON); upgrade this node"
+                "payload version {version} is not one this node reads (it reads \
+                 {COMPACT_VERSION} and JSON); upgrade this node"
             )),
             [] => Err("an empty payload; a tick needs seq, prices, size, ts and sym".into()),
         }
@@ -218,7 +231,8 @@ impl Payload {
         let name_len = payload.get(COMPACT_HEAD - 1).map_or(0, |&n| usize::from(n));
         if len < COMPACT_HEAD || len != COMPACT_HEAD + name_len {
             return Err(format!(
-                "a version-{COMPACT_VERSION} payload of {len} bytes, which is not                  {COMPACT_HEAD} bytes plus its name's length"
+                "a version-{COMPACT_VERSION} payload of {len} bytes, which is not \
+                 {COMPACT_HEAD} bytes plus its name's length"
             ));
         }
         let u64_at =

@@ -110,7 +110,7 @@ const LISTED: &[(&str, f64)] = &[
 /// A symbol's name and the price its simulation starts from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SymbolSpec {
-    /// Ticker, e.g. `AAPL`; upper-case letters, digits and `.`.
+    /// Ticker, e.g. `AAPL` (any name [`crate::symbol::check_name`] allows).
     pub name: String,
     /// Starting mid price in dollars.
     pub start_price: f64,

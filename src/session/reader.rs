@@ -430,6 +430,8 @@ impl Reader {
         };
         let interval = options.max_hz.map(interval_for);
         let (mut star, ids) = self.resolve(names);
+        // Read after the names are resolved: every id above is below it.
+        let known = self.symbols.len();
         let mut ids = self.entitled(ids);
         if !star && ids.is_empty() {
             return;
@@ -443,7 +445,7 @@ impl Reader {
             star = false;
             ids = self
                 .symbols
-                .names()
+                .names_between(0, known)
                 .iter()
                 .enumerate()
                 .filter(|(_, name)| self.grant.allows(name))
@@ -454,7 +456,7 @@ impl Reader {
         let added: Vec<SymbolId> = if subs.all {
             Vec::new()
         } else if star {
-            (0..self.symbols.len() as SymbolId)
+            (0..known as SymbolId)
                 .filter(|id| !subs.symbols.contains(id))
                 .collect()
         } else {
@@ -499,6 +501,7 @@ impl Reader {
                 added,
                 from,
                 interval,
+                known,
                 done,
             })
             .await;
@@ -506,6 +509,8 @@ impl Reader {
 
     async fn unsubscribe(&mut self, names: &[String]) {
         let (star, ids) = self.resolve(names);
+        // Read after the names are resolved: every id above is below it.
+        let known = self.symbols.len();
         if !star && ids.is_empty() {
             return;
         }
@@ -513,7 +518,7 @@ impl Reader {
         let was_all = subs.all;
         let removed: Vec<SymbolId> = if star {
             if was_all {
-                (0..self.symbols.len() as SymbolId).collect()
+                (0..known as SymbolId).collect()
             } else {
                 let mut removed: Vec<_> = subs.symbols.drain().collect();
                 removed.sort_unstable();
@@ -530,7 +535,7 @@ impl Reader {
             subs.all = false;
             if !star {
                 let removed_set: HashSet<_> = removed.iter().copied().collect();
-                subs.symbols = (0..self.symbols.len() as SymbolId)
+                subs.symbols = (0..known as SymbolId)
                     .filter(|id| !removed_set.contains(id))
                     .collect();
             }
@@ -545,6 +550,7 @@ impl Reader {
             .request(|done| Command::Unsubscribe {
                 conn,
                 removed,
+                known,
                 done,
             })
             .await;

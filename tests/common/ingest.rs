@@ -62,7 +62,11 @@ pub async fn publisher(server: &TestServer, token: &str) -> Result<Client, u16> 
 /// strings, the two forms a publisher may use.
 pub fn tick(sym: &str, seq: u64, px: f64) -> Value {
     let cents = (px * 100.0).round() as i64;
-    let text = |c: i64| format!("{}.{:02}", c / 100, c % 100);
+    let text = |c: i64| {
+        tickcast::price::Price::from_scaled(c, 2)
+            .expect("a price in range")
+            .to_string()
+    };
     // The double nearest the decimal, which JSON prints as that decimal.
     let px = cents as f64 / 100.0;
     json!({"sym": sym, "seq": seq, "px": px, "bid": text(cents - 1), "ask": text(cents + 1),

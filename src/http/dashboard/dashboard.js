@@ -2,7 +2,10 @@
 // Messages only update the state kept per symbol; a requestAnimationFrame
 // loop repaints the rows that changed, once per frame, so the page stays
 // smooth under a fast feed. On a lost connection it reconnects with
-// exponential backoff and resumes with `from` (docs/PROTOCOL.md).
+// exponential backoff and resumes with `from` (docs/PROTOCOL.md). Prices
+// are shown from their exact decimal text. Symbols a feed starts later
+// come by themselves to a plain `*`; a throttled one covers the symbols of
+// its time, so the page subscribes newer ones it finds in GET /symbols.
 "use strict";
 
 (() => {
@@ -173,6 +176,8 @@
   let checkingSymbols = false;
   /** The subscribe sent when the connection opened. */
   let subscribeRequest = null;
+  /** Symbols this connection was told it is subscribed to. */
+  let subscribedHere = new Set();
   let attempt = 0;
   let retryAt = 0;
   let retryTimer = 0;
@@ -305,7 +310,10 @@
     attempt = 0;
     awaitingReply = false;
     setStatus("live", "live");
-    for (const sym of msg.symbols || []) quoteFor(sym);
+    for (const sym of msg.symbols || []) {
+      quoteFor(sym);
+      subscribedHere.add(sym);
+    }
     if (reply && resume !== null) {
       counters.resumes += 1;
       showResume();
@@ -343,6 +351,7 @@
       if (MAX_HZ > 0) request.max_hz = MAX_HZ;
       plainStar = MAX_HZ === 0 && !params.get("token");
       addingSymbols = true;
+      subscribedHere = new Set();
       nextSymbolsCheck = Date.now() + NEW_SYMBOLS_EVERY_MS;
       const from = {};
       for (const [sym, q] of quotes) if (q.seq > 0) from[sym] = q.seq;
@@ -464,8 +473,8 @@
   }, 250);
 
   /**
-   * Subscribes `ws` to the symbols GET /symbols lists that this page has
-   * no row for: those the feed started after the subscribe (a throttled
+   * Subscribes `ws` to the symbols GET /symbols lists that it is not
+   * subscribed to: those the feed started after the subscribe (a throttled
    * `*` is kept per symbol, and covers the symbols of its time).
    */
   async function subscribeNewSymbols(ws) {
@@ -477,8 +486,8 @@
       const response = await fetch(`/symbols${query}`, { cache: "no-store" });
       if (!response.ok) return;
       const rows = await response.json();
-      const added = rows.map((r) => r.sym).filter((sym) => typeof sym === "string" && !quotes.has(sym));
       if (socket !== ws || ws.readyState !== WebSocket.OPEN || awaitingReply) return;
+      const added = rows.map((r) => r.sym).filter((sym) => typeof sym === "string" && !subscribedHere.has(sym));
       for (let at = 0; at < added.length; at += NEW_SYMBOLS_PER_REQUEST) {
         const request = { op: "subscribe", symbols: added.slice(at, at + NEW_SYMBOLS_PER_REQUEST) };
         if (MAX_HZ > 0) request.max_hz = MAX_HZ;
