@@ -377,7 +377,7 @@ impl Reader {
         if !unknown.is_empty() {
             let advice = if self.symbols.learns() {
                 "the feed has not published it (yet); GET /symbols lists what it has, and \
-                 a subscriber to \"*\" is sent each new symbol from its first tick"
+                 a plain \"*\" subscription is sent each new symbol from its first tick"
             } else {
                 "GET /symbols lists the symbols this server carries"
             };
@@ -401,25 +401,27 @@ impl Reader {
         }
         let requested: HashSet<&str> = names.iter().map(String::as_str).collect();
         let star = requested.contains(ALL_SYMBOLS);
-        from.iter()
-            .map(|(name, seq)| {
-                let id = self
-                    .symbols
-                    .id(name)
-                    .filter(|_| star || requested.contains(name.as_str()))
-                    .ok_or_else(|| {
-                        ProtocolError::new(
-                            ErrorCode::BadRequest,
-                            format!(
-                                "\"from\" names {:?}, which this request does not subscribe; \
-                                 list it in \"symbols\" as well",
-                                truncate(name, 24)
-                            ),
-                        )
-                    })?;
-                Ok((id, *seq))
-            })
-            .collect()
+        let mut resolved = HashMap::with_capacity(from.len());
+        for (name, seq) in from {
+            if !star && !requested.contains(name.as_str()) {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "\"from\" names {:?}, which this request does not subscribe; \
+                         list it in \"symbols\" as well",
+                        truncate(name, 24)
+                    ),
+                ));
+            }
+            // A name the server does not know is in `symbols` too, and
+            // answered there (`unknown_symbol`); a server that learns its
+            // symbols (restarted, say) has nothing of it to resume, and
+            // sends it as a snapshot when it first trades.
+            if let Some(id) = self.symbols.id(name) {
+                resolved.insert(id, *seq);
+            }
+        }
+        Ok(resolved)
     }
 
     async fn subscribe(&mut self, names: &[String], options: &SubscribeOptions) {
