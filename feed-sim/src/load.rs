@@ -344,8 +344,10 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
     let nofile_limit = raise_open_file_limit(args.clients);
 
     // A server fed from outside learns its symbols from the feed's first
-    // ticks: give a publisher started beside this run a moment.
+    // ticks: give a publisher started beside this run a moment, until two
+    // reads of the list 250 ms apart agree.
     let waiting_since = Instant::now();
+    let settled = Cell::new(usize::MAX);
     let names = loop {
         let names = ws::fetch_symbols(&target, None)
             .await
@@ -356,16 +358,20 @@ async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
                 target.authority, args.url
             )
             })?;
-        if !names.is_empty() {
+        // Settled: the feed has published each of its symbols once.
+        if !names.is_empty() && names.len() == settled.replace(names.len()) {
             break names;
         }
         if waiting_since.elapsed() >= SYMBOLS_WAIT {
+            if !names.is_empty() {
+                break names;
+            }
             bail!(
                 "the server carries no symbols after {} s; is its feed publishing?",
                 SYMBOLS_WAIT.as_secs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let (subscription, plans) = match args.subs {
         Some(k) => {
