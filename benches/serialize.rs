@@ -39,11 +39,20 @@ fn serialize(c: &mut Criterion) {
     let ticks = ticks(&specs);
     let name = |tick: &Tick| specs[tick.symbol as usize].name.as_str();
 
-    // Same bytes on the wire, or the comparison means nothing.
+    // The same message, or the comparison means nothing: the same text,
+    // but for whole-dollar prices, which tickcast writes as their
+    // shortest decimal (`386`) and serde_json's float as `386.0`.
     for tick in &ticks[..64] {
-        assert_eq!(
+        let (ours, naive) = (
             tick_frame(TickKind::Tick, name(tick), tick),
-            naive_frame(name(tick), tick)
+            naive_frame(name(tick), tick),
+        );
+        assert!(ours[1] < 126 && naive[1] < 126, "short frames");
+        assert_eq!(
+            std::str::from_utf8(&ours[2..]).unwrap(),
+            std::str::from_utf8(&naive[2..])
+                .unwrap()
+                .replace(".0,", ",")
         );
     }
 
