@@ -45,6 +45,21 @@ pub struct Incoming<'a> {
     pub ts: u64,
 }
 
+impl Incoming<'_> {
+    /// The tick, as symbol `symbol` of the registry.
+    pub fn to_tick(&self, symbol: SymbolId) -> Tick {
+        Tick {
+            symbol,
+            seq: self.seq,
+            px: self.px,
+            bid: self.bid,
+            ask: self.ask,
+            size: self.size,
+            ts: self.ts,
+        }
+    }
+}
+
 /// One tick as JSON, the shape clients receive (`type` and any other
 /// field are ignored). Prices may be JSON numbers or strings in number
 /// syntax; they are kept as their text until [`JsonTick::incoming`]
@@ -153,15 +168,7 @@ impl Intake {
             Ok(symbol) => {
                 let symbol = *symbol;
                 self.known[symbol as usize].last_seq = tick.seq;
-                self.producer.publish(Tick {
-                    symbol,
-                    seq: tick.seq,
-                    px: tick.px,
-                    bid: tick.bid,
-                    ask: tick.ask,
-                    size: tick.size,
-                    ts: tick.ts,
-                });
+                self.producer.publish(tick.to_tick(symbol));
                 self.published += 1;
             }
             Err(err) if err.code == ErrorCode::UnknownSymbol => {

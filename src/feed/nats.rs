@@ -88,8 +88,9 @@ const COMPACT_HEAD: usize = 46;
 /// Length of the first compact form (float prices), refused.
 const VERSION_1_LEN: usize = 44;
 
-/// One tick's payload, decoded: the tick and its symbol's name.
-#[derive(Clone, Debug, PartialEq)]
+/// One tick's payload, decoded: the tick and its symbol's name (its JSON
+/// form is this struct serialized).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Payload {
     /// The symbol's name.
     pub sym: String,
@@ -155,26 +156,7 @@ impl Payload {
 
     /// Encodes the payload as JSON.
     pub fn encode_json(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Json<'a> {
-            sym: &'a str,
-            seq: u64,
-            px: Price,
-            bid: Price,
-            ask: Price,
-            size: u32,
-            ts: u64,
-        }
-        serde_json::to_vec(&Json {
-            sym: &self.sym,
-            seq: self.seq,
-            px: self.px,
-            bid: self.bid,
-            ask: self.ask,
-            size: self.size,
-            ts: self.ts,
-        })
-        .expect("a tick always serializes")
+        serde_json::to_vec(self).expect("a tick always serializes")
     }
 
     /// Decodes a payload received on `subject`, in either form, prices
@@ -207,15 +189,8 @@ impl Payload {
                     ));
                 }
                 let tick = wire.incoming(sym).map_err(|err| err.message)?;
-                Ok(Payload {
-                    sym: tick.sym.to_string(),
-                    seq: tick.seq,
-                    px: tick.px,
-                    bid: tick.bid,
-                    ask: tick.ask,
-                    size: tick.size,
-                    ts: tick.ts,
-                })
+                // The id is not the payload's: any will do.
+                Ok(Payload::from_tick(tick.sym, &tick.to_tick(0)))
             }
             [COMPACT_VERSION, ..] => Self::decode_compact(payload),
             [version, ..] => Err(format!(

@@ -170,17 +170,7 @@ impl Client {
 
     /// The next message, which must be a JSON text frame.
     pub async fn recv(&mut self) -> Value {
-        loop {
-            let message = within("a message", self.ws.next())
-                .await
-                .expect("stream ended")
-                .expect("read");
-            match message {
-                Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("expected a text frame, got {other:?}"),
-            }
-        }
+        serde_json::from_str(&self.recv_text().await).expect("JSON")
     }
 
     /// Reads until a message satisfies `pred`; returns it.
