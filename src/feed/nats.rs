@@ -182,12 +182,7 @@ impl Payload {
                 })?;
                 let name = subject.strip_prefix(SUBJECT_PREFIX).unwrap_or(subject);
                 let sym = wire.sym.as_deref().unwrap_or(name);
-                if sym.len() > MAX_NAME_LEN {
-                    return Err(format!(
-                        "the symbol name is {} bytes long, the limit is {MAX_NAME_LEN}",
-                        sym.len()
-                    ));
-                }
+                check_name_len(sym.len())?;
                 let tick = wire.incoming(sym).map_err(|err| err.message)?;
                 // The id is not the payload's: any will do.
                 Ok(Payload::from_tick(tick.sym, &tick.to_tick(0)))
@@ -210,6 +205,7 @@ impl Payload {
                  {COMPACT_HEAD} bytes plus its name's length"
             ));
         }
+        check_name_len(name_len)?;
         let u64_at =
             |at: usize| u64::from_le_bytes(payload[at..at + 8].try_into().expect("8 bytes"));
         let price_at = |field: &str, at: usize| {
@@ -230,6 +226,16 @@ impl Payload {
             ts: u64_at(37),
         })
     }
+}
+
+/// Refuses a name no registry could hold, before anything is copied.
+fn check_name_len(len: usize) -> Result<(), String> {
+    if len > MAX_NAME_LEN {
+        return Err(format!(
+            "the symbol name is {len} bytes long, the limit is {MAX_NAME_LEN}"
+        ));
+    }
+    Ok(())
 }
 
 /// How the NATS client retries: quickly at first, then every 2 s at most.
@@ -455,6 +461,13 @@ mod tests {
             .unwrap_err()
             .contains("out of range"));
         assert!(Payload::decode("ticks.X", b"").is_err());
+        let mut long = sample();
+        long.sym = "X".repeat(MAX_NAME_LEN);
+        let mut compact = long.encode();
+        compact[COMPACT_HEAD - 1] = (MAX_NAME_LEN + 1) as u8;
+        compact.push(b'X');
+        let err = Payload::decode("ticks.X", &compact).unwrap_err();
+        assert!(err.contains("bytes long, the limit is 48"), "{err}");
     }
 
     #[test]
