@@ -316,7 +316,7 @@ async fn flood(args: &FloodArgs) -> anyhow::Result<FloodReport> {
             target.path
         );
     }
-    crate::load::raise_open_file_limit(args.http_clients + args.churn_concurrency);
+    crate::net::raise_open_file_limit(args.http_clients + args.churn_concurrency);
     let source_ips = if target.addr.ip().is_loopback() {
         usize::from(args.source_ips)
     } else {

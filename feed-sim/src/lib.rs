@@ -31,5 +31,7 @@ pub mod plot;
 pub mod progress;
 pub mod publish;
 pub mod report;
+mod server_msg;
 pub mod soak;
+mod symbols;
 mod ws;

@@ -29,7 +29,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -40,13 +39,14 @@ use clap::{ArgGroup, Args};
 use fastwebsockets::{Frame, Payload};
 use hdrhistogram::Histogram;
 use hyper_util::rt::TokioIo;
-use memchr::memmem;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 
 use tickcast::feed::now_nanos;
 use tickcast::tick::SymbolId;
+
+use tickcast::protocol::frame::{client_frame, frame_len, opcode, split_server_frame};
 
 use crate::hgrm;
 use crate::net;
@@ -55,6 +55,8 @@ use crate::progress::Progress;
 use crate::report::{
     self, CpuUse, CurvePoint, Delivery, Gaps, IdleMemory, Latency, Report, ServerUse, Stalled,
 };
+use crate::server_msg::{close_label, message_kind, Kind, TickFields};
+use crate::symbols::SymbolIds;
 use crate::ws::{self, Target};
 
 /// Bytes each client reads into at once: room for about a hundred ticks,
@@ -268,30 +270,6 @@ enum Phase {
     Done,
 }
 
-/// The server's symbols by name, numbered in the order it lists them.
-struct SymbolIds {
-    by_name: std::collections::HashMap<Box<str>, SymbolId>,
-}
-
-impl SymbolIds {
-    fn new(names: impl IntoIterator<Item = String>) -> Self {
-        let by_name = names
-            .into_iter()
-            .enumerate()
-            .map(|(id, name)| (name.into_boxed_str(), id as SymbolId))
-            .collect();
-        SymbolIds { by_name }
-    }
-
-    fn id(&self, name: &str) -> Option<SymbolId> {
-        self.by_name.get(name).copied()
-    }
-
-    fn len(&self) -> usize {
-        self.by_name.len()
-    }
-}
-
 /// What the run shares between its clients (all on one thread).
 struct Shared {
     phase: Cell<Phase>,
@@ -341,7 +319,7 @@ const SYMBOLS_WAIT: Duration = Duration::from_secs(10);
 
 async fn load(args: &LoadArgs) -> anyhow::Result<Report> {
     let target = Target::parse(&args.url)?;
-    let nofile_limit = raise_open_file_limit(args.clients);
+    let nofile_limit = net::raise_open_file_limit(args.clients);
 
     // A server fed from outside learns its symbols from the feed's first
     // ticks: give a publisher started beside this run a moment, until two
@@ -672,25 +650,6 @@ impl Default for Totals {
     }
 }
 
-/// Raises the open-file soft limit to the hard limit and says what it is.
-pub(crate) fn raise_open_file_limit(clients: usize) -> u64 {
-    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => limit,
-        Err(e) => {
-            eprintln!("could not raise the open-file limit ({e}); keeping the current one");
-            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft)
-        }
-    };
-    println!("open-file limit: {limit}");
-    if (clients as u64).saturating_add(64) > limit {
-        eprintln!(
-            "warning: {clients} clients need more open files than the limit of {limit}; \
-             raise the hard limit (ulimit -Hn, or LimitNOFILE) or expect connect failures"
-        );
-    }
-    limit
-}
-
 /// `k` of `names`, evenly spaced over the list; `client` rotates the
 /// starting point so that, over many clients, every symbol is chosen about
 /// equally often.
@@ -919,7 +878,7 @@ impl Client {
                 Some(Event::Ping(payload)) => {
                     if inbox
                         .stream
-                        .write_all(&masked_pong(&payload))
+                        .write_all(&client_frame(opcode::PONG, &payload))
                         .await
                         .is_err()
                     {
@@ -945,17 +904,17 @@ impl Client {
         };
         let mut at = 0;
         while at < data.len() {
-            let frame = match next_frame(&data[at..]) {
+            let frame = match split_server_frame(&data[at..], MAX_FRAME) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
-                Err(()) => return (at, Some(Event::Broken)),
+                Err(_) => return (at, Some(Event::Broken)),
             };
             let payload = &data[at..][frame.payload.clone()];
             at += frame.len;
             match frame.opcode {
-                OPCODE_TEXT => self.handle_text(payload, now_ns, measuring, &mut totals),
-                OPCODE_CLOSE => return (at, Some(Event::Close(close_label(payload)))),
-                OPCODE_PING => return (at, Some(Event::Ping(payload.to_vec()))),
+                opcode::TEXT => self.handle_text(payload, now_ns, measuring, &mut totals),
+                opcode::CLOSE => return (at, Some(Event::Close(close_label(payload)))),
+                opcode::PING => return (at, Some(Event::Ping(payload.to_vec()))),
                 _ => totals.unrecognised += 1,
             }
         }
@@ -1018,176 +977,6 @@ enum Event {
     Broken,
 }
 
-pub(crate) const OPCODE_TEXT: u8 = 0x1;
-pub(crate) const OPCODE_CLOSE: u8 = 0x8;
-pub(crate) const OPCODE_PING: u8 = 0x9;
-
-/// A complete frame at the start of a buffer.
-#[derive(Debug, PartialEq)]
-pub(crate) struct FrameAt {
-    pub(crate) opcode: u8,
-    /// The payload, relative to the frame's start.
-    pub(crate) payload: Range<usize>,
-    /// Header plus payload.
-    pub(crate) len: usize,
-}
-
-/// The frame at the start of `data`: `Ok(None)` if it is not complete yet,
-/// `Err` if it is no valid server frame (masked, fragmented, reserved bits,
-/// or larger than [`MAX_FRAME`]).
-pub(crate) fn next_frame(data: &[u8]) -> Result<Option<FrameAt>, ()> {
-    let (Some(&b0), Some(&b1)) = (data.first(), data.get(1)) else {
-        return Ok(None);
-    };
-    if b0 & 0xF0 != 0x80 || b1 & 0x80 != 0 {
-        // Not FIN, reserved bits set, or masked: the server never does that.
-        return Err(());
-    }
-    let (payload_len, header) = match b1 & 0x7F {
-        126 => match data.get(2..4) {
-            Some(b) => (usize::from(u16::from_be_bytes([b[0], b[1]])), 4),
-            None => return Ok(None),
-        },
-        127 => match data.get(2..10) {
-            Some(b) => {
-                let len = u64::from_be_bytes(b.try_into().expect("eight bytes"));
-                (usize::try_from(len).unwrap_or(usize::MAX), 10)
-            }
-            None => return Ok(None),
-        },
-        n => (usize::from(n), 2),
-    };
-    if payload_len > MAX_FRAME {
-        return Err(());
-    }
-    let len = header + payload_len;
-    if data.len() < len {
-        return Ok(None);
-    }
-    Ok(Some(FrameAt {
-        opcode: b0 & 0x0F,
-        payload: header..len,
-        len,
-    }))
-}
-
-/// Total length of the frame starting `data`, once its header is complete.
-pub(crate) fn frame_len(data: &[u8]) -> Option<usize> {
-    let b1 = *data.get(1)?;
-    Some(match b1 & 0x7F {
-        126 => 4 + usize::from(u16::from_be_bytes(data.get(2..4)?.try_into().ok()?)),
-        127 => 10 + usize::try_from(u64::from_be_bytes(data.get(2..10)?.try_into().ok()?)).ok()?,
-        n => 2 + usize::from(n),
-    })
-}
-
-/// A close frame's payload as `code reason` (`1008 slow consumer`), or
-/// `1005` (RFC 6455's "no status received") when it has no code.
-pub(crate) fn close_label(payload: &[u8]) -> String {
-    match payload {
-        [hi, lo, reason @ ..] => {
-            let code = u16::from_be_bytes([*hi, *lo]);
-            let reason = String::from_utf8_lossy(reason);
-            if reason.is_empty() {
-                code.to_string()
-            } else {
-                format!("{code} {reason}")
-            }
-        }
-        _ => "1005".to_string(),
-    }
-}
-
-/// A client pong frame (clients must mask) carrying `payload`.
-pub(crate) fn masked_pong(payload: &[u8]) -> Vec<u8> {
-    let payload = &payload[..payload.len().min(125)];
-    let mask = [0x5A, 0xC3, 0x3C, 0xA5];
-    let mut frame = vec![0x8A, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
-}
-
-/// Which server message a text frame is, by its `type` (always the first
-/// field in tickcast's messages).
-#[derive(Debug, PartialEq)]
-enum Kind {
-    Tick,
-    Snapshot,
-    Subscribed,
-    Error,
-    Other,
-}
-
-fn message_kind(payload: &[u8]) -> Kind {
-    if payload.starts_with(br#"{"type":"tick","#) {
-        Kind::Tick
-    } else if payload.starts_with(br#"{"type":"snapshot","#) {
-        Kind::Snapshot
-    } else if payload.starts_with(br#"{"type":"subscribed","#) {
-        Kind::Subscribed
-    } else if payload.starts_with(br#"{"type":"error","#) {
-        Kind::Error
-    } else {
-        Kind::Other
-    }
-}
-
-/// The fields of a tick or snapshot the tool uses.
-#[derive(Debug, PartialEq)]
-struct TickSeen {
-    symbol: SymbolId,
-    seq: u64,
-    ts: u64,
-}
-
-/// Finds `"sym":"`, `"seq":` and `"ts":` in a tick by byte search instead
-/// of parsing JSON: the messages come from `fanout::encode`, whose field
-/// set is fixed and whose symbol names need no escaping. Searchers are
-/// built once and shared by all clients.
-struct TickFields {
-    sym: memmem::Finder<'static>,
-    seq: memmem::Finder<'static>,
-    ts: memmem::Finder<'static>,
-}
-
-impl TickFields {
-    fn new() -> Self {
-        TickFields {
-            sym: memmem::Finder::new(br#""sym":""#),
-            seq: memmem::Finder::new(br#""seq":"#),
-            ts: memmem::Finder::new(br#""ts":"#),
-        }
-    }
-
-    fn parse(&self, payload: &[u8], symbols: &SymbolIds) -> Option<TickSeen> {
-        let sym_start = self.sym.find(payload)? + self.sym.needle().len();
-        let sym_len = memchr::memchr(b'"', &payload[sym_start..])?;
-        let name = std::str::from_utf8(&payload[sym_start..sym_start + sym_len]).ok()?;
-        let symbol = symbols.id(name)?;
-        let rest = &payload[sym_start + sym_len..];
-        let seq = leading_number(&rest[self.seq.find(rest)? + self.seq.needle().len()..])?;
-        // `ts` is the last field: search from the end.
-        let ts_at = memmem::rfind(rest, self.ts.needle())? + self.ts.needle().len();
-        let ts = leading_number(&rest[ts_at..])?;
-        Some(TickSeen { symbol, seq, ts })
-    }
-}
-
-/// The unsigned decimal number `bytes` starts with.
-fn leading_number(bytes: &[u8]) -> Option<u64> {
-    let mut value: u64 = 0;
-    let mut digits = 0;
-    for &b in bytes {
-        if !b.is_ascii_digit() {
-            break;
-        }
-        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-        digits += 1;
-    }
-    (digits > 0).then_some(value)
-}
-
 /// How a tick's `seq` relates to the previous one of its symbol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Seen {
@@ -1237,25 +1026,6 @@ impl SeqTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickcast::fanout::encode::{tick_frame, TickKind};
-    use tickcast::protocol::frame::{close_frame, text_frame};
-    use tickcast::tick::Tick;
-
-    fn table() -> SymbolIds {
-        SymbolIds::new(["AAPL", "BRK.B", "MSFT"].map(String::from))
-    }
-
-    fn tick(symbol: SymbolId, seq: u64) -> Tick {
-        Tick {
-            symbol,
-            seq,
-            px: "187.25".parse().unwrap(),
-            bid: "187.24".parse().unwrap(),
-            ask: "187.26".parse().unwrap(),
-            size: 300,
-            ts: 1_732_250_000_123_456_789,
-        }
-    }
 
     #[test]
     fn counts_missing_ticks_per_symbol() {
@@ -1317,64 +1087,6 @@ mod tests {
     }
 
     #[test]
-    fn close_frames_are_labelled_by_code_and_reason() {
-        let frame = close_frame(1008, "slow consumer");
-        let at = next_frame(&frame).unwrap().unwrap();
-        assert_eq!(close_label(&frame[at.payload]), "1008 slow consumer");
-        assert_eq!(close_label(&[0x03, 0xE9]), "1001");
-        assert_eq!(close_label(&[]), "1005");
-    }
-
-    #[test]
-    fn reads_the_fields_of_the_servers_own_tick_encoding() {
-        let fields = TickFields::new();
-        let symbols = table();
-        for (id, name) in [(0, "AAPL"), (1, "BRK.B")] {
-            let frame = tick_frame(TickKind::Tick, name, &tick(id, 42));
-            let at = next_frame(&frame).unwrap().unwrap();
-            assert_eq!(at.len, frame.len());
-            let payload = &frame[at.payload];
-            assert_eq!(message_kind(payload), Kind::Tick);
-            assert_eq!(
-                fields.parse(payload, &symbols),
-                Some(TickSeen {
-                    symbol: id,
-                    seq: 42,
-                    ts: 1_732_250_000_123_456_789
-                })
-            );
-        }
-        let snapshot = tick_frame(TickKind::Snapshot, "MSFT", &tick(2, 7));
-        let payload = &snapshot[next_frame(&snapshot).unwrap().unwrap().payload];
-        assert_eq!(message_kind(payload), Kind::Snapshot);
-        assert_eq!(fields.parse(payload, &symbols).unwrap().seq, 7);
-        assert_eq!(
-            fields.parse(br#"{"type":"tick","sym":"ZZZZ","seq":1,"ts":2}"#, &symbols),
-            None
-        );
-    }
-
-    #[test]
-    fn splits_frames_and_waits_for_incomplete_ones() {
-        let mut stream = Vec::new();
-        stream.extend_from_slice(&text_frame(b"hello"));
-        stream.extend_from_slice(&text_frame(&[b'x'; 300]));
-        stream.extend_from_slice(&close_frame(1008, "slow consumer"));
-        let first = next_frame(&stream).unwrap().unwrap();
-        assert_eq!((first.opcode, first.len), (OPCODE_TEXT, 7));
-        let second = next_frame(&stream[7..]).unwrap().unwrap();
-        assert_eq!((second.payload.clone(), second.len), (4..304, 304));
-        assert_eq!(frame_len(&stream[7..]), Some(304));
-        let close = next_frame(&stream[311..]).unwrap().unwrap();
-        assert_eq!(close.opcode, OPCODE_CLOSE);
-        for cut in 0..second.len {
-            assert_eq!(next_frame(&stream[7..7 + cut]), Ok(None), "cut {cut}");
-        }
-        assert!(next_frame(&[0x81, 0x85, 1, 2, 3, 4, 0]).is_err(), "masked");
-        assert!(next_frame(&[0x01, 0x01, b'x']).is_err(), "fragmented");
-    }
-
-    #[test]
     fn spreads_subscriptions_evenly() {
         let names: Vec<String> = (0..100).map(|i| format!("S{i}")).collect();
         assert_eq!(spread_symbols(&names, 4, 0), ["S0", "S25", "S50", "S75"]);
@@ -1390,10 +1102,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_numbers_and_urls() {
-        assert_eq!(leading_number(b"123,"), Some(123));
-        assert_eq!(leading_number(b",1"), None);
-        assert_eq!(leading_number(b"99999999999999999999999"), None);
+    fn parses_urls() {
         let target = Target::parse("ws://127.0.0.1:18080/ws").unwrap();
         assert_eq!(target.addr, "127.0.0.1:18080".parse().unwrap());
         assert_eq!(
@@ -1401,18 +1110,5 @@ mod tests {
             ("127.0.0.1:18080", "/ws")
         );
         assert!(Target::parse("http://127.0.0.1/ws").is_err());
-    }
-
-    #[test]
-    fn pong_is_masked_and_unmasks_to_the_payload() {
-        let frame = masked_pong(b"abc");
-        assert_eq!(&frame[..2], &[0x8A, 0x83]);
-        let mask = &frame[2..6];
-        let payload: Vec<u8> = frame[6..]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| b ^ mask[i % 4])
-            .collect();
-        assert_eq!(payload, b"abc");
     }
 }

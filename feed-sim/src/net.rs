@@ -48,6 +48,25 @@ pub(crate) async fn connect_from(
     socket.connect(addr).await.context("connect")
 }
 
+/// Raises the open-file soft limit to the hard limit and says what it is.
+pub(crate) fn raise_open_file_limit(clients: usize) -> u64 {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            eprintln!("could not raise the open-file limit ({e}); keeping the current one");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft)
+        }
+    };
+    println!("open-file limit: {limit}");
+    if (clients as u64).saturating_add(64) > limit {
+        eprintln!(
+            "warning: {clients} clients need more open files than the limit of {limit}; \
+             raise the hard limit (ulimit -Hn, or LimitNOFILE) or expect connect failures"
+        );
+    }
+    limit
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

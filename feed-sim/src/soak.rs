@@ -39,12 +39,12 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::load::{
-    close_label, frame_len, masked_pong, next_frame, OPCODE_CLOSE, OPCODE_PING, OPCODE_TEXT,
-};
+use tickcast::protocol::frame::{client_frame, frame_len, opcode, split_server_frame};
+
 use crate::net;
 use crate::progress::Progress;
 use crate::report;
+use crate::server_msg::close_label;
 use crate::ws::{self, Target};
 
 /// How much the server's resident memory may stay above its baseline once
@@ -83,6 +83,10 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// Bytes a client reads into at once; grows for a larger frame.
 const READ_BUFFER: usize = 16 * 1024;
+
+/// The largest server frame a client accepts (a `subscribed` reply to
+/// `*` over many symbols is the largest message a server sends).
+const MAX_FRAME: usize = 64 << 20;
 
 /// The first clients of the warm-up round are given one behaviour each,
 /// in turn, so that the round covers every behaviour: this many.
@@ -460,7 +464,7 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<SoakReport> {
     let target = Target::parse(&args.url)?;
     let pid = args.server_pid;
     Usage::read(pid)?;
-    crate::load::raise_open_file_limit(args.clients);
+    net::raise_open_file_limit(args.clients);
     let symbols: Vec<Known> = ws::fetch_symbols(&target, None)
         .await
         .with_context(|| {
@@ -1009,30 +1013,10 @@ struct Conn {
     end: usize,
 }
 
-/// A masked client frame (`opcode`, one fragment).
-fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37, 0xFA, 0x21, 0x3D];
-    let mut frame = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => frame.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
-}
-
 impl Conn {
     async fn send_text(&mut self, text: &[u8]) -> Result<(), Ended> {
         self.stream
-            .write_all(&masked_frame(OPCODE_TEXT, text))
+            .write_all(&client_frame(opcode::TEXT, text))
             .await
             .map_err(|_| Ended::Lost)
     }
@@ -1046,12 +1030,14 @@ impl Conn {
         until: Instant,
     ) -> Result<bool, Ended> {
         loop {
-            while let Some(frame) = next_frame(&self.buf[..self.end]).map_err(|()| Ended::Lost)? {
+            while let Some(frame) =
+                split_server_frame(&self.buf[..self.end], MAX_FRAME).map_err(|_| Ended::Lost)?
+            {
                 let payload = self.buf[frame.payload.clone()].to_vec();
                 self.buf.copy_within(frame.len..self.end, 0);
                 self.end -= frame.len;
                 match frame.opcode {
-                    OPCODE_TEXT => {
+                    opcode::TEXT => {
                         Shared::add(&shared.messages, 1);
                         let is_error = payload.starts_with(Want::Error("").prefix());
                         if is_error {
@@ -1069,10 +1055,10 @@ impl Conn {
                             }
                         }
                     }
-                    OPCODE_CLOSE => return Err(Ended::ServerClosed(close_label(&payload))),
-                    OPCODE_PING => self
+                    opcode::CLOSE => return Err(Ended::ServerClosed(close_label(&payload))),
+                    opcode::PING => self
                         .stream
-                        .write_all(&masked_pong(&payload))
+                        .write_all(&client_frame(opcode::PONG, &payload))
                         .await
                         .map_err(|_| Ended::Lost)?,
                     _ => {}
@@ -1235,7 +1221,7 @@ async fn play(shared: &Shared, plan: Plan, conn: &mut Conn) -> Result<(), Ended>
         let mut close = 1000u16.to_be_bytes().to_vec();
         close.extend_from_slice(b"soak client leaving");
         conn.stream
-            .write_all(&masked_frame(OPCODE_CLOSE, &close))
+            .write_all(&client_frame(opcode::CLOSE, &close))
             .await
             .map_err(|_| Ended::Lost)?;
         // Reads on to the server's answering close.
@@ -1438,14 +1424,14 @@ mod tests {
 
     #[test]
     fn client_frames_are_masked_and_sized() {
-        let frame = masked_frame(OPCODE_TEXT, &[b'x'; 200]);
+        let frame = client_frame(opcode::TEXT, &[b'x'; 200]);
         assert_eq!(&frame[..4], &[0x81, 0x80 | 126, 0, 200]);
         let mask = &frame[4..8];
         assert!(frame[8..]
             .iter()
             .enumerate()
             .all(|(i, b)| b ^ mask[i % 4] == b'x'));
-        assert_eq!(masked_frame(OPCODE_CLOSE, b"ab")[..2], [0x88, 0x82]);
+        assert_eq!(client_frame(opcode::CLOSE, b"ab")[..2], [0x88, 0x82]);
     }
 
     #[test]
