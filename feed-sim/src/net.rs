@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::Context as _;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// The source address of the `n`th connection when connections are
@@ -18,17 +19,13 @@ pub(crate) fn source_ip(n: u64, count: usize) -> Option<IpAddr> {
     })
 }
 
-/// Connects to `addr` from `source` (any address when `None`); the source
-/// port is the kernel's choice.
-pub(crate) async fn connect_from(
-    addr: SocketAddr,
-    source: Option<IpAddr>,
-) -> anyhow::Result<TcpStream> {
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .context("socket")?;
+/// A non-blocking TCP socket for a connection to `addr`, bound to
+/// `source` if given; the source port is left to `connect()`.
+fn socket_for(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .context("socket")?;
+    socket.set_nonblocking(true).context("non-blocking")?;
+    socket.set_tcp_nodelay(true).context("nodelay")?;
     if let Some(source) = source {
         // Leave the port to connect(), which may reuse one as long as the
         // 4-tuple is new. bind() with port 0 would reserve a port no
@@ -42,10 +39,35 @@ pub(crate) async fn connect_from(
         )
         .context("IP_BIND_ADDRESS_NO_PORT")?;
         socket
-            .bind(SocketAddr::new(source, 0))
+            .bind(&SocketAddr::new(source, 0).into())
             .with_context(|| format!("bind {source}"))?;
     }
+    Ok(socket)
+}
+
+/// Connects to `addr` from `source` (any address when `None`), on tokio.
+pub(crate) async fn connect_from(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<TcpStream> {
+    let socket = TcpSocket::from_std_stream(socket_for(addr, source)?.into());
     socket.connect(addr).await.context("connect")
+}
+
+/// Starts connecting to `addr` from `source` without waiting: the stream
+/// becomes writable once connected (or failed, which
+/// [`mio::net::TcpStream::take_error`] then tells).
+pub(crate) fn start_connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<mio::net::TcpStream> {
+    let socket = socket_for(addr, source)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(nix::libc::EINPROGRESS) => {}
+        Err(err) => return Err(err).context("connect"),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
 }
 
 /// Raises the open-file soft limit to the hard limit and says what it is.

@@ -98,6 +98,21 @@ fn leading_number(bytes: &[u8]) -> Option<u64> {
     (digits > 0).then_some(value)
 }
 
+/// The symbol names of a `subscribed` reply
+/// (`{"type":"subscribed","symbols":["AAPL",…]}`), in its order; `None`
+/// for any other message. A server that serves no `GET /symbols` lists
+/// every symbol it carries this way in its answer to a `*` subscribe.
+pub(crate) fn subscribed_symbols(payload: &[u8]) -> Option<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Subscribed {
+        #[serde(rename = "type")]
+        kind: String,
+        symbols: Vec<String>,
+    }
+    let reply: Subscribed = serde_json::from_slice(payload).ok()?;
+    (reply.kind == "subscribed").then_some(reply.symbols)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +176,27 @@ mod tests {
             fields.parse(br#"{"type":"tick","sym":"ZZZZ","seq":1,"ts":2}"#, &symbols),
             None
         );
+    }
+
+    #[test]
+    fn learns_the_symbols_from_a_subscribed_reply() {
+        let reply = br#"{"type":"subscribed","symbols":["AAPL","BRK.B","SPY 261218C00600000"]}"#;
+        assert_eq!(
+            subscribed_symbols(reply),
+            Some(vec![
+                "AAPL".into(),
+                "BRK.B".into(),
+                "SPY 261218C00600000".into()
+            ])
+        );
+        assert_eq!(
+            subscribed_symbols(br#"{"type":"subscribed","symbols":[]}"#),
+            Some(vec![])
+        );
+        let error = br#"{"type":"error","code":"unknown_symbol","symbols":["X"]}"#;
+        assert_eq!(subscribed_symbols(error), None);
+        assert_eq!(subscribed_symbols(br#"{"type":"subscribed"}"#), None);
+        assert_eq!(subscribed_symbols(b"not json"), None);
     }
 
     #[test]

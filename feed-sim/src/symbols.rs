@@ -1,10 +1,14 @@
 //! The server's symbol list as feed-sim's clients number it.
 
+use std::collections::HashMap;
+
 use tickcast::tick::SymbolId;
 
 /// The server's symbols by name, numbered in the order it lists them.
+/// Looked up once per tick received, so hashed with foldhash, not the
+/// standard library's DoS-resistant SipHash (the names are the server's).
 pub(crate) struct SymbolIds {
-    by_name: std::collections::HashMap<Box<str>, SymbolId>,
+    by_name: HashMap<Box<str>, SymbolId, foldhash::fast::RandomState>,
 }
 
 impl SymbolIds {
