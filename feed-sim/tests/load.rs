@@ -67,6 +67,45 @@ fn twenty_clients_receive_every_tick_of_their_subscriptions() {
     );
 }
 
+/// A server that speaks the protocol but serves no `GET /symbols` (here
+/// tickcast behind a front that refuses every other request): the list
+/// comes from the `subscribed` reply to `*`, and the run is as exact.
+#[test]
+fn learns_the_symbols_from_the_subscribed_reply_without_the_symbols_route() {
+    let server = start_server();
+    let (url, refused) = server.without_http_routes();
+    let args = load_args(
+        &url,
+        &[
+            "--clients",
+            "10",
+            "--subs",
+            "3",
+            "--warmup",
+            "1",
+            "--duration",
+            "2",
+        ],
+    );
+    let report = load::measure(&args).expect("load run");
+    server.stop();
+
+    assert!(
+        refused.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "GET /symbols was tried"
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("subscribed reply")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(report.clients_subscribed, 10);
+    assert_counts_add_up(&report, 10);
+}
+
 #[test]
 fn stalled_clients_are_reported_apart_from_the_reading_ones() {
     let server = start_server();

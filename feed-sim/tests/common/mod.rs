@@ -4,11 +4,14 @@
 
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use feed_sim::load::LoadArgs;
 use tickcast::{Config, Server};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -65,6 +68,49 @@ pub fn start_server_with(adjust: impl FnOnce(&mut Config)) -> RunningServer {
 }
 
 impl RunningServer {
+    /// A front for this server that passes only WebSocket upgrades of
+    /// `/ws` and answers every other request 404, like a server that
+    /// speaks tickcast's protocol without its HTTP routes; its `/ws` URL
+    /// and the count of requests it refused.
+    pub fn without_http_routes(&self) -> (String, Arc<AtomicUsize>) {
+        let listener = self
+            .runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the front");
+        let front = listener.local_addr().unwrap();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (upstream, counter) = (self.addr, refused.clone());
+        self.runtime.spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match client.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    if !head.starts_with(b"GET /ws HTTP/1.1\r\n") {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let _ = client
+                            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    if server.write_all(&head).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        (format!("ws://{front}/ws"), refused)
+    }
+
     /// Fires the shutdown signal and waits for `run` to return.
     pub fn stop(self) {
         let _ = self.stop.send(());
