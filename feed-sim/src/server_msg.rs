@@ -30,7 +30,7 @@ pub(crate) enum Kind {
 }
 
 pub(crate) fn message_kind(payload: &[u8]) -> Kind {
-    if payload.starts_with(br#"{"type":"tick","#) {
+    if payload.starts_with(TICK_PREFIX) {
         Kind::Tick
     } else if payload.starts_with(br#"{"type":"snapshot","#) {
         Kind::Snapshot
@@ -71,31 +71,50 @@ impl TickFields {
     }
 
     pub(crate) fn parse(&self, payload: &[u8], symbols: &SymbolIds) -> Option<TickSeen> {
-        let sym_start = self.sym.find(payload)? + self.sym.needle().len();
+        // tickcast's field order (`type`, `sym`, `seq`, …, `ts` last) is
+        // tried first; a server that orders them otherwise is searched.
+        let sym_start = match payload.get(TICK_PREFIX.len()..) {
+            Some(after) if after.starts_with(self.sym.needle()) => TICK_PREFIX.len(),
+            _ => self.sym.find(payload)?,
+        } + self.sym.needle().len();
         let sym_len = memchr::memchr(b'"', &payload[sym_start..])?;
-        let name = std::str::from_utf8(&payload[sym_start..sym_start + sym_len]).ok()?;
-        let symbol = symbols.id(name)?;
-        let rest = &payload[sym_start + sym_len..];
-        let seq = leading_number(&rest[self.seq.find(rest)? + self.seq.needle().len()..])?;
-        // `ts` is the last field: search from the end.
-        let ts_at = memmem::rfind(rest, self.ts.needle())? + self.ts.needle().len();
-        let ts = leading_number(&rest[ts_at..])?;
+        let symbol = symbols.id(&payload[sym_start..sym_start + sym_len])?;
+        let after_sym = sym_start + sym_len + 1;
+        let seq_at = match payload[after_sym..].strip_prefix(b",") {
+            Some(rest) if rest.starts_with(self.seq.needle()) => after_sym + 1,
+            _ => self.seq.find(payload)?,
+        } + self.seq.needle().len();
+        let seq = leading_number(&payload[seq_at..])?;
+        let ts_at = match memchr::memrchr(b':', payload) {
+            Some(colon) if payload[..colon].ends_with(br#""ts""#) => colon + 1,
+            _ => memmem::rfind(payload, self.ts.needle())? + self.ts.needle().len(),
+        };
+        let ts = leading_number(&payload[ts_at..])?;
         Some(TickSeen { symbol, seq, ts })
     }
 }
 
-/// The unsigned decimal number `bytes` starts with.
+/// How tickcast begins a tick message: `type` first.
+const TICK_PREFIX: &[u8] = br#"{"type":"tick","#;
+
+/// The unsigned decimal number `bytes` starts with; `None` if there is
+/// none or it does not fit a `u64`.
 fn leading_number(bytes: &[u8]) -> Option<u64> {
-    let mut value: u64 = 0;
-    let mut digits = 0;
-    for &b in bytes {
-        if !b.is_ascii_digit() {
-            break;
-        }
-        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-        digits += 1;
+    // 19 digits never overflow a u64; a 20th may, so it is checked.
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 20 {
+        return None;
     }
-    (digits > 0).then_some(value)
+    let fast = digits.min(19);
+    let mut value = bytes[..fast]
+        .iter()
+        .fold(0u64, |value, &b| value * 10 + u64::from(b - b'0'));
+    if digits == 20 {
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(bytes[19] - b'0'))?;
+    }
+    Some(value)
 }
 
 /// The symbol names of a `subscribed` reply
@@ -176,6 +195,16 @@ mod tests {
             fields.parse(br#"{"type":"tick","sym":"ZZZZ","seq":1,"ts":2}"#, &symbols),
             None
         );
+        // Another server's field order is found by search.
+        let reordered = br#"{"type":"tick","ts":5,"px":1,"seq":3,"sym":"MSFT","size":1}"#;
+        assert_eq!(
+            fields.parse(reordered, &symbols),
+            Some(TickSeen {
+                symbol: 2,
+                seq: 3,
+                ts: 5
+            })
+        );
     }
 
     #[test]
@@ -204,5 +233,11 @@ mod tests {
         assert_eq!(leading_number(b"123,"), Some(123));
         assert_eq!(leading_number(b",1"), None);
         assert_eq!(leading_number(b"99999999999999999999999"), None);
+        assert_eq!(leading_number(b"18446744073709551615}"), Some(u64::MAX));
+        assert_eq!(leading_number(b"18446744073709551616"), None);
+        assert_eq!(
+            leading_number(b"1732250000123456789}"),
+            Some(1_732_250_000_123_456_789)
+        );
     }
 }

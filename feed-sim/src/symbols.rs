@@ -8,7 +8,7 @@ use tickcast::tick::SymbolId;
 /// Looked up once per tick received, so hashed with foldhash, not the
 /// standard library's DoS-resistant SipHash (the names are the server's).
 pub(crate) struct SymbolIds {
-    by_name: HashMap<Box<str>, SymbolId, foldhash::fast::RandomState>,
+    by_name: HashMap<Box<[u8]>, SymbolId, foldhash::fast::RandomState>,
 }
 
 impl SymbolIds {
@@ -16,12 +16,13 @@ impl SymbolIds {
         let by_name = names
             .into_iter()
             .enumerate()
-            .map(|(id, name)| (name.into_boxed_str(), id as SymbolId))
+            .map(|(id, name)| (name.into_bytes().into_boxed_slice(), id as SymbolId))
             .collect();
         SymbolIds { by_name }
     }
 
-    pub(crate) fn id(&self, name: &str) -> Option<SymbolId> {
+    /// The id of the name spelled by `name` as it came off the wire.
+    pub(crate) fn id(&self, name: &[u8]) -> Option<SymbolId> {
         self.by_name.get(name).copied()
     }
 
