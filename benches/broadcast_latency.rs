@@ -79,6 +79,7 @@ use tickcast::feed::now_nanos;
 use tickcast::feed::sim::Simulator;
 use tickcast::feed::symbols::universe;
 use tickcast::http::{self, AppState};
+use tickcast::protocol::frame::{client_frame, opcode, split_server_frame};
 use tickcast::ring::{self, Producer};
 use tickcast::server::start_stages;
 use tickcast::stats::Stats;
@@ -109,11 +110,9 @@ const WAIT: Duration = Duration::from_secs(20);
 /// The subscribe request every client sends.
 const SUBSCRIBE: &[u8] = br#"{"op":"subscribe","symbols":["AAPL"]}"#;
 
-/// WebSocket opcodes the clients handle.
-const OP_TEXT: u8 = 0x1;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
+/// The largest server frame a client accepts: ticks and the `subscribed`
+/// reply to one symbol are far smaller.
+const MAX_FRAME: usize = 1 << 20;
 
 /// The two threads the servers and clients run on (see the module docs).
 struct Runtimes {
@@ -593,35 +592,28 @@ impl Conn {
         }
         buf.advance(end);
         let mut conn = Conn { socket, buf };
-        conn.send(OP_TEXT, SUBSCRIBE).await?;
+        conn.send(opcode::TEXT, SUBSCRIBE).await?;
         loop {
             let (opcode, payload) = conn.next_frame().await?;
-            if opcode == OP_TEXT && payload.starts_with(br#"{"type":"subscribed""#) {
+            if opcode == opcode::TEXT && payload.starts_with(br#"{"type":"subscribed""#) {
                 return Ok(conn);
             }
         }
     }
 
-    /// Sends one masked frame (every payload here is under 126 bytes).
+    /// Sends one masked frame.
     async fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
-        const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-        debug_assert!(payload.len() < 126);
-        let mut frame = Vec::with_capacity(6 + payload.len());
-        frame.push(0x80 | opcode);
-        frame.push(0x80 | payload.len() as u8);
-        frame.extend_from_slice(&KEY);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
-        self.socket.write_all(&frame).await
+        self.socket.write_all(&client_frame(opcode, payload)).await
     }
 
     /// The next whole frame from the server: its opcode and payload.
     async fn next_frame(&mut self) -> io::Result<(u8, Bytes)> {
         loop {
-            if let Some((opcode, header, len)) = frame_header(&self.buf) {
-                if self.buf.len() >= header + len {
-                    self.buf.advance(header);
-                    return Ok((opcode, self.buf.split_to(len).freeze()));
-                }
+            let split = split_server_frame(&self.buf, MAX_FRAME)
+                .map_err(|bad| io::Error::new(io::ErrorKind::InvalidData, bad))?;
+            if let Some(frame) = split {
+                let whole = self.buf.split_to(frame.len).freeze();
+                return Ok((frame.opcode, whole.slice(frame.payload)));
             }
             self.buf.reserve(4096);
             if self.socket.read_buf(&mut self.buf).await? == 0 {
@@ -634,39 +626,21 @@ impl Conn {
     async fn read_ticks(mut self, round: Arc<Round>) {
         while let Ok((opcode, payload)) = self.next_frame().await {
             match opcode {
-                OP_TEXT if payload.starts_with(br#"{"type":"tick""#) => {
+                opcode::TEXT if payload.starts_with(br#"{"type":"tick""#) => {
                     round.received(seq_of(&payload));
                 }
-                OP_CLOSE => {
+                opcode::CLOSE => {
                     let code = &payload[..payload.len().min(2)];
-                    let _ = self.send(OP_CLOSE, code).await;
+                    let _ = self.send(opcode::CLOSE, code).await;
                     return;
                 }
-                OP_PING => {
+                opcode::PING => {
                     // A failed write shows up as the next read's error.
-                    let _ = self.send(OP_PONG, &payload).await;
+                    let _ = self.send(opcode::PONG, &payload).await;
                 }
                 _ => {}
             }
         }
-    }
-}
-
-/// Opcode, header length and payload length of the unmasked server frame
-/// at the start of `buf`, once its header is complete.
-fn frame_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
-    let (&first, &second) = (buf.first()?, buf.get(1)?);
-    let opcode = first & 0x0f;
-    match second & 0x7f {
-        126 => {
-            let len = u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?);
-            Some((opcode, 4, len as usize))
-        }
-        127 => {
-            let len = u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?);
-            Some((opcode, 10, len as usize))
-        }
-        len => Some((opcode, 2, len as usize)),
     }
 }
 

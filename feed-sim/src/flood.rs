@@ -23,7 +23,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -44,6 +43,7 @@ use tickcast::feed::pacer::Pacer;
 
 use crate::net;
 use crate::report::Latency;
+use crate::shared_args::{JsonOutput, SourceIps};
 use crate::ws::Target;
 
 /// How long one connect may take before it counts as failed.
@@ -114,16 +114,11 @@ pub struct FloodArgs {
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
 
-    /// Spread connections over source addresses 127.0.0.1..=127.0.0.N
-    /// (loopback servers only), so churned connections left in TIME_WAIT
-    /// do not use up the ephemeral ports.
-    #[arg(long, value_name = "N", default_value_t = 8,
-          value_parser = clap::value_parser!(u8).range(1..))]
-    pub source_ips: u8,
+    #[command(flatten)]
+    pub source_ips: SourceIps,
 
-    /// Also write every figure as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonOutput,
 }
 
 /// Everything one flood did.
@@ -225,13 +220,7 @@ pub struct ChurnFigures {
 pub fn run(args: FloodArgs) -> anyhow::Result<()> {
     let report = measure(&args)?;
     print!("{}", report.render());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).expect("a report serializes");
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("could not write {}", path.display()))?;
-        println!("  figures written to {}", path.display());
-    }
-    Ok(())
+    args.json.write(&report)
 }
 
 /// Runs the flood `args` describe on a current-thread runtime of its own
@@ -317,11 +306,7 @@ async fn flood(args: &FloodArgs) -> anyhow::Result<FloodReport> {
         );
     }
     crate::net::raise_open_file_limit(args.http_clients + args.churn_concurrency);
-    let source_ips = if target.addr.ip().is_loopback() {
-        usize::from(args.source_ips)
-    } else {
-        0
-    };
+    let source_ips = args.source_ips.count_for(target.addr);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(args.duration);
     let churn_partial = (args.churn_mode == ChurnMode::Partial).then(|| {

@@ -20,6 +20,8 @@
 //!   handshake, shared by the subcommands.
 //! - `net`: connections from a chosen loopback source address, shared by
 //!   `load`, `soak` and `flood`.
+//! - [`shared_args`]: command-line options more than one subcommand takes
+//!   (`--source-ips`, `--json`).
 
 #![forbid(unsafe_code)]
 
@@ -32,6 +34,7 @@ pub mod progress;
 pub mod publish;
 pub mod report;
 mod server_msg;
+pub mod shared_args;
 pub mod soak;
 mod symbols;
 mod ws;

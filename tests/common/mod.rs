@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tickcast::protocol::frame::{self, opcode};
 use tickcast::stats::Stats;
 use tickcast::{Config, Server};
 use tokio::net::TcpStream;
@@ -252,37 +253,22 @@ pub struct RawFrame {
 
 impl RawFrame {
     pub fn close_code(&self) -> u16 {
-        assert_eq!(self.opcode, 8, "not a close frame: {self:?}");
+        assert_eq!(self.opcode, opcode::CLOSE, "not a close frame: {self:?}");
         u16::from_be_bytes([self.payload[0], self.payload[1]])
     }
 
     pub fn json(&self) -> Value {
-        assert_eq!(self.opcode, 1, "not a text frame: {self:?}");
+        assert_eq!(self.opcode, opcode::TEXT, "not a text frame: {self:?}");
         serde_json::from_slice(&self.payload).expect("JSON")
     }
 }
 
-/// A client frame: masked unless `masked` is false.
+/// A client frame: masked unless `masked` is false, final unless `fin` is
+/// false.
 pub fn client_frame(fin: bool, opcode: u8, masked: bool, payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![(u8::from(fin) << 7) | opcode];
-    let mask_bit = if masked { 0x80 } else { 0 };
-    if payload.len() < 126 {
-        frame.push(mask_bit | payload.len() as u8);
-    } else if payload.len() < 65536 {
-        frame.push(mask_bit | 126);
-        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    } else {
-        frame.push(mask_bit | 127);
-        frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    }
-    if masked {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        frame.extend_from_slice(&key);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        frame.extend_from_slice(payload);
-    }
-    frame
+    let mut bytes = Vec::new();
+    frame::write_client_frame(&mut bytes, fin, opcode, masked, payload);
+    bytes
 }
 
 impl RawClient {
@@ -329,7 +315,7 @@ impl RawClient {
 
     /// Sends one masked text frame.
     pub async fn send_text(&mut self, text: &str) {
-        self.write(&client_frame(true, 1, true, text.as_bytes()))
+        self.write(&frame::client_frame(opcode::TEXT, text.as_bytes()))
             .await;
     }
 
@@ -358,7 +344,7 @@ impl RawClient {
         let mut before = 0;
         loop {
             let frame = self.read_frame().await.expect("a close frame before EOF");
-            if frame.opcode == 8 {
+            if frame.opcode == opcode::CLOSE {
                 return (frame, before);
             }
             before += 1;
@@ -369,7 +355,7 @@ impl RawClient {
     pub async fn recv_until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
         loop {
             let frame = self.read_frame().await.expect("a frame");
-            if frame.opcode == 1 {
+            if frame.opcode == opcode::TEXT {
                 let value = frame.json();
                 if pred(&value) {
                     return value;
@@ -379,30 +365,23 @@ impl RawClient {
     }
 }
 
+/// The whole frame at the start of `buf`, as sent (masked or not,
+/// fragment or not; a masked payload is unmasked), and its length; `None`
+/// until all of it has arrived.
 pub fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
-    if buf.len() < 2 {
-        return None;
+    let head = frame::Head::parse(buf)?;
+    let len = head.frame_len()?;
+    let mut payload = buf.get(head.header_len..len)?.to_vec();
+    if let Some(key) = head.mask {
+        frame::unmask(&mut payload, key);
     }
-    let masked = buf[1] & 0x80 != 0;
-    let (len, mut at) = match buf[1] & 0x7F {
-        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
-        127 => (
-            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    if masked {
-        at += 4;
-    }
-    let payload = buf.get(at..at + len)?.to_vec();
     Some((
         RawFrame {
-            fin: buf[0] & 0x80 != 0,
-            opcode: buf[0] & 0x0F,
-            masked,
+            fin: head.fin,
+            opcode: head.opcode,
+            masked: head.mask.is_some(),
             payload,
         },
-        at + len,
+        len,
     ))
 }
