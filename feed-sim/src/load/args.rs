@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args};
 
+use crate::shared_args::JsonOutput;
+
 /// Options of `feed-sim load`.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("subscription").required(true).args(["all", "subs"])))]
@@ -35,9 +37,8 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
 
-    /// Also write every figure as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonOutput,
 
     /// Process id of the server, to report its CPU use over the window and
     /// its peak resident memory (read from /proc).

@@ -65,11 +65,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let report = measure(&args)?;
     print!("{}", report.render());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).expect("a report serializes");
-        write_file(path, json + "\n")?;
-        println!("  figures written to {}", path.display());
-    }
+    args.json.write(&report)?;
     if let Some(path) = &args.hgrm {
         let text = hgrm::percentile_distribution(
             &report.latency_histogram,
@@ -85,6 +81,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.plot {
         let name = args
             .json
+            .path
             .as_deref()
             .and_then(|json| json.file_stem())
             .map_or("this run".into(), |stem| stem.to_string_lossy());
