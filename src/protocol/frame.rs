@@ -27,11 +27,11 @@ pub mod opcode {
     pub const PONG: u8 = 0xA;
 }
 
+use opcode::{BINARY, TEXT};
+
 /// Room reserved in front of a payload for the largest header used here
 /// (2 bytes + 16-bit extended length; payloads over 64 KiB use 10).
 const HEAD_ROOM: usize = 4;
-
-use opcode::{BINARY, TEXT};
 
 /// Builds a text frame by letting `write_payload` append the payload, then
 /// writing the header in front of it without moving the payload.
@@ -212,8 +212,12 @@ pub enum BadServerFrame {
     /// The frame is masked, a fragment, or has a reserved bit set.
     #[error("a masked, fragmented or extended frame, which a server never sends")]
     NotPlain,
+    /// A control frame (close, ping, pong) with more than the 125 bytes
+    /// RFC 6455 §5.5 allows.
+    #[error("a control frame with a {0}-byte payload, over the 125 bytes allowed")]
+    LongControl(u64),
     /// The payload is larger than the reader allows.
-    #[error("a frame of {0} bytes, over the reader's limit")]
+    #[error("a frame with a {0}-byte payload, over the reader's limit")]
     TooLarge(u64),
 }
 
@@ -231,6 +235,9 @@ pub fn split_server_frame(
     };
     if !head.fin || head.rsv != 0 || head.mask.is_some() {
         return Err(BadServerFrame::NotPlain);
+    }
+    if head.opcode >= opcode::CLOSE && head.payload_len > 125 {
+        return Err(BadServerFrame::LongControl(head.payload_len));
     }
     if head.payload_len > max_payload as u64 {
         return Err(BadServerFrame::TooLarge(head.payload_len));
@@ -369,6 +376,11 @@ mod tests {
             split_server_frame(&bytes[first.len..first.len + 4], 100),
             Err(BadServerFrame::TooLarge(300)),
             "a length over the limit is refused from the header alone"
+        );
+        let long_ping = [0x89, 126, 0, 126];
+        assert_eq!(
+            split_server_frame(&long_ping, 1024),
+            Err(BadServerFrame::LongControl(126))
         );
         let masked = client_frame(opcode::TEXT, b"hi");
         assert_eq!(

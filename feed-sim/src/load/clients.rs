@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use tickcast::feed::now_nanos;
-use tickcast::protocol::frame::{client_frame, frame_len, opcode};
+use tickcast::protocol::frame::{client_frame, frame_len, opcode, split_server_frame};
 
-use super::track::{Event, Reading, Totals, Tracker};
+use super::track::{Event, Reading, Totals, Tracker, MAX_FRAME};
 use crate::net;
 use crate::server_msg::TickFields;
 use crate::symbols::SymbolIds;
@@ -47,6 +47,10 @@ const TICK: Duration = Duration::from_millis(10);
 /// The largest upgrade response read before giving up on a server.
 const MAX_RESPONSE: usize = 16 * 1024;
 
+/// The most a client lets pile up unsent (pongs to a server that does not
+/// read) before it gives the connection up.
+const MAX_OUTBOX: usize = 64 * 1024;
+
 /// How the run is configured, for the loop.
 pub(super) struct Setup<'a> {
     pub(super) target: &'a Target,
@@ -57,8 +61,8 @@ pub(super) struct Setup<'a> {
     pub(super) source_ips: usize,
     pub(super) connect_parallelism: usize,
     pub(super) connect_timeout: Duration,
-    /// Subscribe requests, used round-robin by client number.
-    pub(super) plans: &'a [Vec<u8>],
+    /// Subscribe request bodies, used round-robin by client number.
+    pub(super) subscribes: &'a [Vec<u8>],
     pub(super) symbols: &'a SymbolIds,
 }
 
@@ -88,6 +92,8 @@ struct Conn {
     /// Bytes the socket did not take yet: empty almost always.
     outbox: Vec<u8>,
     stalled: bool,
+    /// The peer has shut its side: read to the end, not to a short read.
+    peer_closed: bool,
     tracker: Tracker,
 }
 
@@ -135,6 +141,9 @@ pub(super) struct Clients<'a> {
     pub(super) measuring: bool,
     /// Whether the reading clients have stopped (the window is over).
     done: bool,
+    /// Once the window is over: when draining began (wall clock, ns) and
+    /// how long a stalled client may drain.
+    drain: Option<(u64, Duration)>,
     pub(super) connections: Connections,
     /// What the reading clients received.
     pub(super) totals: Totals,
@@ -156,6 +165,7 @@ impl<'a> Clients<'a> {
             in_flight: 0,
             measuring: false,
             done: false,
+            drain: None,
             connections: Connections::default(),
             totals: Totals::default(),
             stalled_totals: Totals::default(),
@@ -199,7 +209,8 @@ impl<'a> Clients<'a> {
             }
             let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
             for event in events.iter() {
-                self.ready(event.token().0, event.is_writable());
+                let closed = event.is_read_closed() || event.is_error();
+                self.ready(event.token().0, event.is_writable(), closed);
             }
             self.events = events;
             if last_tick.elapsed() >= TICK {
@@ -210,20 +221,31 @@ impl<'a> Clients<'a> {
         }
     }
 
-    /// Ends the window: the reading clients stop, and every stalled client
-    /// reads what is pending for at most `drain`, which is when it learns
-    /// whether the server closed it.
-    pub(super) fn drain_stalled(&mut self, drain: Duration) -> anyhow::Result<()> {
+    /// Ends the window: the reading clients stop (their connections
+    /// close), and every stalled client reads what is pending for at most
+    /// `drain`, which is when it learns whether the server closed it. A
+    /// stalled client still connecting drains as soon as it is connected,
+    /// within the same limit.
+    pub(super) fn drain_stalled(
+        &mut self,
+        drain: Duration,
+        every: impl FnMut(&Self),
+    ) -> anyhow::Result<()> {
         self.done = true;
-        let since_ns = now_nanos();
+        self.drain = Some((now_nanos(), drain));
+        for client in self.setup.stalled..self.conns.len() {
+            if let Some(conn) = self.conns[client].take() {
+                if matches!(conn.state, State::Connecting | State::Upgrading) {
+                    self.in_flight -= 1;
+                }
+            }
+        }
         for client in 0..self.setup.stalled {
-            let Some(conn) = self.conns[client].as_mut() else {
-                continue;
-            };
-            if conn.state == State::Open {
-                conn.state = State::Draining { since_ns };
-                conn.deadline = Instant::now() + drain;
-                self.read(client);
+            if self.conns[client]
+                .as_ref()
+                .is_some_and(|conn| conn.state == State::Open)
+            {
+                self.start_draining(client);
             }
         }
         let stalled = self.setup.stalled;
@@ -231,10 +253,18 @@ impl<'a> Clients<'a> {
         self.run_until(
             deadline,
             |clients| clients.conns[..stalled].iter().all(Option::is_none),
-            |_| {},
-        )?;
-        // Still connecting when the window ended: they never got to stall.
-        Ok(())
+            every,
+        )
+    }
+
+    /// Lets a stalled client read again, for at most the drain limit.
+    fn start_draining(&mut self, client: usize) {
+        let (since_ns, drain) = self.drain.expect("draining after the window");
+        if let Some(conn) = self.conns[client].as_mut() {
+            conn.state = State::Draining { since_ns };
+            conn.deadline = Instant::now() + drain;
+            self.read(client);
+        }
     }
 
     /// Starts connecting clients while there is room for more in flight.
@@ -273,6 +303,7 @@ impl<'a> Clients<'a> {
             inbox: Vec::new(),
             outbox: Vec::new(),
             stalled: client < self.setup.stalled,
+            peer_closed: false,
             tracker: Tracker::new(self.setup.symbols.len()),
         });
         Ok(())
@@ -296,7 +327,13 @@ impl<'a> Clients<'a> {
         if self.in_flight == 0 && !self.done {
             return;
         }
-        for client in 0..self.conns.len() {
+        // After the window only stalled clients are left.
+        let live = if self.done {
+            self.setup.stalled
+        } else {
+            self.conns.len()
+        };
+        for client in 0..live {
             let Some(conn) = &self.conns[client] else {
                 continue;
             };
@@ -314,11 +351,14 @@ impl<'a> Clients<'a> {
         }
     }
 
-    /// Handles readiness of `client`'s socket.
-    fn ready(&mut self, client: usize, writable: bool) {
+    /// Handles readiness of `client`'s socket; `closed` when the event
+    /// says the peer has shut its side (data may still be pending).
+    fn ready(&mut self, client: usize, writable: bool, closed: bool) {
         let Some(conn) = &mut self.conns[client] else {
             return;
         };
+        // Edge-triggered: no later event repeats this, so it is kept.
+        conn.peer_closed |= closed;
         match conn.state {
             State::Connecting => {
                 if !writable {
@@ -354,6 +394,10 @@ impl<'a> Clients<'a> {
                 if writable && flush(conn).is_err() {
                     return self.end(client, Ended::Lost);
                 }
+                if conn.outbox.len() > MAX_OUTBOX {
+                    // Pongs the server does not read: not a server to measure.
+                    return self.end(client, Ended::Lost);
+                }
                 let idle = conn.stalled && conn.state == State::Open;
                 if !idle {
                     self.read(client);
@@ -366,37 +410,35 @@ impl<'a> Clients<'a> {
     fn read_upgrade(&mut self, client: usize) {
         let conn = self.conns[client].as_mut().expect("a live connection");
         let mut chunk = [0u8; 4096];
-        loop {
+        let head_len = loop {
+            match parse_upgrade_response(&conn.inbox) {
+                Ok(Some(len)) => break len,
+                Ok(None) if conn.inbox.len() <= MAX_RESPONSE => {}
+                Ok(None) => {
+                    let reason = format!("an upgrade response over {MAX_RESPONSE} bytes");
+                    return self.connect_failed(client, reason);
+                }
+                Err(reason) => return self.connect_failed(client, reason),
+            }
             match conn.stream.read(&mut chunk) {
                 Ok(0) => {
-                    return self.connect_failed(
-                        client,
-                        "connection closed by the server during the upgrade".into(),
-                    );
+                    let reason = "connection closed by the server during the upgrade";
+                    return self.connect_failed(client, reason.into());
                 }
                 Ok(n) => conn.inbox.extend_from_slice(&chunk[..n]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return self.connect_failed(client, format!("read the upgrade: {err}")),
             }
-        }
-        let head_len = match parse_upgrade_response(&conn.inbox) {
-            Ok(Some(len)) => len,
-            Ok(None) if conn.inbox.len() < MAX_RESPONSE => return,
-            Ok(None) => {
-                return self.connect_failed(client, "an upgrade response over 16 KiB".into())
-            }
-            Err(reason) => return self.connect_failed(client, reason),
         };
         conn.inbox.drain(..head_len);
-        let plans = self.setup.plans;
-        let subscribe = client_frame(opcode::TEXT, &plans[client % plans.len()]);
+        let subscribes = self.setup.subscribes;
+        let subscribe = client_frame(opcode::TEXT, &subscribes[client % subscribes.len()]);
         if let Err(err) = send(conn, &subscribe) {
             return self.connect_failed(client, format!("send subscribe: {err}"));
         }
         conn.state = State::Open;
         let stalled = conn.stalled;
-        let leftover = !conn.inbox.is_empty();
         self.in_flight -= 1;
         let c = &mut self.connections;
         c.attempts += 1;
@@ -404,12 +446,20 @@ impl<'a> Clients<'a> {
         c.connected += 1;
         if stalled {
             c.stalled_connected += 1;
-        } else if leftover {
+            if self.done {
+                // Connected after the window: it drains at once.
+                self.start_draining(client);
+            }
+        } else {
+            // Frames may have come with the response, and the socket may
+            // hold more: no new event would say so.
             self.read(client);
         }
     }
 
-    /// Reads everything pending on an open connection and handles it.
+    /// Reads everything pending on an open connection and handles it:
+    /// to a short read (the socket is drained), or to the end of the
+    /// stream once the peer has shut its side or while draining.
     fn read(&mut self, client: usize) {
         let reading = Reading {
             symbols: self.setup.symbols,
@@ -419,71 +469,70 @@ impl<'a> Clients<'a> {
         let Some(conn) = self.conns[client].as_mut() else {
             return;
         };
-        if self.done && !matches!(conn.state, State::Draining { .. }) {
-            return; // A reading client after the window: it has stopped.
-        }
         let totals = if conn.stalled {
             &mut self.stalled_totals
         } else {
             &mut self.totals
         };
+        let to_the_end = conn.peer_closed || matches!(conn.state, State::Draining { .. });
         let ended = loop {
-            // Pending bytes of an incomplete frame go first; a frame larger
-            // than the buffer grows it (once, for the run).
+            // An incomplete frame's header, checked before trusting its
+            // length: a hostile one ends the connection, not the tool.
+            let need = match pending_frame_len(&conn.inbox) {
+                Ok(need) => need,
+                Err(()) => break Some(Ended::Lost),
+            };
             let pending = conn.inbox.len();
-            let need = frame_len(&conn.inbox).unwrap_or(0).max(pending + 4096);
-            if self.scratch.len() < need {
-                self.scratch.resize(need, 0);
-            }
-            self.scratch[..pending].copy_from_slice(&conn.inbox);
-            conn.inbox.clear();
-            let room = self.scratch.len() - pending;
-            let n = match conn.stream.read(&mut self.scratch[pending..]) {
-                Ok(0) => break Some(Ended::Lost),
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    conn.inbox.extend_from_slice(&self.scratch[..pending]);
-                    break None;
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {
-                    conn.inbox.extend_from_slice(&self.scratch[..pending]);
-                    continue;
-                }
-                Err(_) => break Some(Ended::Lost),
+            // Bytes of a frame larger than half the shared buffer collect
+            // in the connection's own buffer, so they are copied once.
+            let own = need > SCRATCH / 2;
+            let buffer = if own {
+                conn.inbox.resize(need.max(pending + 4096), 0);
+                &mut conn.inbox
+            } else {
+                self.scratch[..pending].copy_from_slice(&conn.inbox);
+                conn.inbox.clear();
+                &mut self.scratch
             };
-            let data = &self.scratch[..pending + n];
-            let now_ns = now_nanos();
-            let mut at = 0;
-            let outcome = loop {
-                let (used, event) = conn.tracker.frames(&data[at..], now_ns, &reading, totals);
-                let event_at = at;
-                at += used;
-                match event {
-                    None => break None,
-                    Some(Event::Ping(range)) => {
-                        let payload = &data[event_at + range.start..event_at + range.end];
-                        if send(conn, &client_frame(opcode::PONG, payload)).is_err() {
-                            break Some(Ended::Lost);
-                        }
-                    }
-                    Some(Event::Close(label)) => break Some(Ended::Closed(label)),
-                    Some(Event::Broken) => break Some(Ended::Lost),
-                }
+            let room = buffer.len() - pending;
+            let (n, stream_ended) = match conn.stream.read(&mut buffer[pending..]) {
+                Ok(0) => (0, Some(Ended::Lost)),
+                Ok(n) => (n, None),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => (0, None),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => (0, None),
+                Err(_) => (0, Some(Ended::Lost)),
             };
+            let end = pending + n;
+            let (used, outcome) = handle_frames(
+                &mut conn.tracker,
+                &mut conn.stream,
+                &mut conn.outbox,
+                &buffer[..end],
+                &reading,
+                totals,
+            );
             if outcome.is_some() {
                 break outcome;
             }
-            conn.inbox.extend_from_slice(&data[at..]);
-            if conn.inbox.capacity() > SCRATCH && conn.inbox.len() < SCRATCH / 4 {
-                conn.inbox.shrink_to_fit();
+            if own {
+                conn.inbox.truncate(end);
+                conn.inbox.drain(..used);
+            } else {
+                conn.inbox.extend_from_slice(&self.scratch[used..end]);
+                if conn.inbox.capacity() > SCRATCH && conn.inbox.len() < SCRATCH / 4 {
+                    conn.inbox.shrink_to_fit();
+                }
             }
             if let State::Draining { since_ns } = conn.state {
                 if conn.tracker.last_tick_ts >= since_ns {
                     break Some(Ended::CaughtUp);
                 }
             }
-            if n < room {
-                break None; // Short read: the socket is drained.
+            if stream_ended.is_some() {
+                break stream_ended;
+            }
+            if n == 0 || (n < room && !to_the_end) {
+                break None; // Drained: the next data brings an event.
             }
         };
         if let Some(ended) = ended {
@@ -510,15 +559,65 @@ impl<'a> Clients<'a> {
     }
 }
 
+/// Handles the complete frames at the start of `data`, all read at one
+/// moment, answering pings; returns how many bytes were handled and how
+/// the connection ended, if it did.
+fn handle_frames(
+    tracker: &mut Tracker,
+    stream: &mut TcpStream,
+    outbox: &mut Vec<u8>,
+    data: &[u8],
+    reading: &Reading<'_>,
+    totals: &mut Totals,
+) -> (usize, Option<Ended>) {
+    let now_ns = now_nanos();
+    let mut at = 0;
+    loop {
+        let (used, event) = tracker.frames(&data[at..], now_ns, reading, totals);
+        let event_at = at;
+        at += used;
+        match event {
+            None => return (at, None),
+            Some(Event::Ping(range)) => {
+                let payload = &data[event_at + range.start..event_at + range.end];
+                if send_to(stream, outbox, &client_frame(opcode::PONG, payload)).is_err() {
+                    return (at, Some(Ended::Lost));
+                }
+            }
+            Some(Event::Close(label)) => return (at, Some(Ended::Closed(label))),
+            Some(Event::Broken) => return (at, Some(Ended::Lost)),
+        }
+    }
+}
+
+/// The bytes the incomplete frame at the start of `pending` needs in all
+/// (0 when nothing is pending or its header is incomplete); `Err` when the
+/// header is not one a server sends or states a length over the limit.
+fn pending_frame_len(pending: &[u8]) -> Result<usize, ()> {
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    match split_server_frame(pending, MAX_FRAME) {
+        Ok(_) => Ok(frame_len(pending).unwrap_or(0)),
+        Err(_) => Err(()),
+    }
+}
+
 /// Writes `bytes` after anything still queued; queues what the socket
 /// does not take now (it is written when the socket becomes writable).
 fn send(conn: &mut Conn, bytes: &[u8]) -> io::Result<()> {
-    if conn.outbox.is_empty() {
-        let written = write_some(&mut conn.stream, bytes)?;
-        conn.outbox.extend_from_slice(&bytes[written..]);
+    send_to(&mut conn.stream, &mut conn.outbox, bytes)
+}
+
+/// [`send`] on a connection's parts.
+fn send_to(stream: &mut TcpStream, outbox: &mut Vec<u8>, bytes: &[u8]) -> io::Result<()> {
+    if outbox.is_empty() {
+        let written = write_some(stream, bytes)?;
+        outbox.extend_from_slice(&bytes[written..]);
     } else {
-        conn.outbox.extend_from_slice(bytes);
-        flush(conn)?;
+        outbox.extend_from_slice(bytes);
+        let written = write_some(stream, outbox)?;
+        outbox.drain(..written);
     }
     Ok(())
 }
@@ -563,7 +662,7 @@ fn upgrade_request(target: &Target) -> Vec<u8> {
 /// start of `data`; `Ok(None)` while it is incomplete; the reason in
 /// words for any other answer.
 fn parse_upgrade_response(data: &[u8]) -> Result<Option<usize>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut response = httparse::Response::new(&mut headers);
     match response.parse(data) {
         Ok(httparse::Status::Partial) => Ok(None),
@@ -593,6 +692,23 @@ fn parse_upgrade_response(data: &[u8]) -> Result<Option<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_frame_is_trusted_only_within_the_limit() {
+        assert_eq!(pending_frame_len(b""), Ok(0));
+        assert_eq!(pending_frame_len(&[0x81]), Ok(0), "header incomplete");
+        assert_eq!(
+            pending_frame_len(&[0x81, 126, 0x01, 0x00, b'x']),
+            Ok(4 + 256)
+        );
+        let hostile = [0x81, 127, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        assert_eq!(pending_frame_len(&hostile), Err(()));
+        assert_eq!(
+            pending_frame_len(&[0x89, 126, 0, 200]),
+            Err(()),
+            "a long ping"
+        );
+    }
 
     #[test]
     fn reads_the_upgrade_response_whole_or_not_at_all() {

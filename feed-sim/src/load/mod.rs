@@ -179,7 +179,7 @@ pub fn measure(args: &LoadArgs) -> anyhow::Result<Report> {
         source_ips,
         connect_parallelism: args.connect_parallelism,
         connect_timeout,
-        plans: &plans,
+        subscribes: &plans,
         symbols: &symbols,
     })?;
     let progress = Progress::new(!args.no_progress, args.clients, args.warmup + args.duration);
@@ -236,10 +236,15 @@ pub fn measure(args: &LoadArgs) -> anyhow::Result<Report> {
         .and_then(|pid| report::cpu_seconds(Some(pid)).ok());
     let server_rss = args.server_pid.and_then(|pid| report::rss_kib(pid).ok());
     let totals = std::mem::take(&mut clients.totals);
+    // The counts at the window's end: the drain below connects no reader.
+    let connected = clients.connections.connected;
+    let reading = connected - clients.connections.stalled_connected;
 
     // The stalled clients read what is pending now; reading clients stop.
     let stalled = if args.stall > 0 {
-        clients.drain_stalled(STALL_DRAIN)?;
+        clients.drain_stalled(STALL_DRAIN, |c| {
+            redraw.timeline(c, timeline_start, "draining (stalled clients)")
+        })?;
         let drained = std::mem::take(&mut clients.stalled_totals);
         Some(Stalled {
             clients: args.stall,
@@ -259,8 +264,6 @@ pub fn measure(args: &LoadArgs) -> anyhow::Result<Report> {
     progress.finish();
 
     let connections = std::mem::take(&mut clients.connections);
-    let connected = connections.connected;
-    let reading = connected - connections.stalled_connected;
     let own_cpu = match (own_cpu_start, own_cpu_end) {
         (Some(a), Some(b)) => CpuUse {
             cpu_seconds: b - a,

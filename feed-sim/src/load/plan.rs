@@ -37,10 +37,13 @@ pub(super) async fn learn_symbols(
     target: &Target,
     url: &str,
 ) -> anyhow::Result<(Vec<String>, ListedBy)> {
-    let listed_by = match ws::fetch_symbols(target, None).await {
-        Ok(_) => ListedBy::SymbolsRoute,
+    let (mut names, listed_by) = match ws::fetch_symbols(target, None).await {
+        Ok(rows) => (
+            rows.into_iter().map(|row| row.sym).collect::<Vec<_>>(),
+            ListedBy::SymbolsRoute,
+        ),
         Err(route) => match probe(target).await {
-            Ok(_) => ListedBy::SubscribedReply,
+            Ok(names) => (names, ListedBy::SubscribedReply),
             Err(probe) => bail!(
                 "could not learn the server's symbols at {url}: GET http://{}/symbols failed \
                  ({route:#}), and so did a \"*\" subscribe ({probe:#}); is the server running?",
@@ -49,31 +52,29 @@ pub(super) async fn learn_symbols(
         },
     };
     let waiting_since = Instant::now();
-    let mut settled = usize::MAX;
     loop {
-        let names = match listed_by {
-            ListedBy::SymbolsRoute => ws::fetch_symbols(target, None)
-                .await?
-                .into_iter()
-                .map(|row| row.sym)
-                .collect(),
-            ListedBy::SubscribedReply => probe(target).await?,
-        };
-        // Settled: the feed has published each of its symbols once.
-        let len = names.len();
-        if !names.is_empty() && len == std::mem::replace(&mut settled, len) {
-            return Ok((names, listed_by));
-        }
         if waiting_since.elapsed() >= SYMBOLS_WAIT {
             if !names.is_empty() {
                 return Ok((names, listed_by));
             }
             bail!(
-                "the server carries no symbols after {} s; is its feed publishing?",
+                "the server at {url} carries no symbols after {} s; is its feed publishing?",
                 SYMBOLS_WAIT.as_secs()
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+        let again = match listed_by {
+            ListedBy::SymbolsRoute => ws::fetch_symbols(target, None)
+                .await
+                .map(|rows| rows.into_iter().map(|row| row.sym).collect()),
+            ListedBy::SubscribedReply => probe(target).await,
+        }
+        .with_context(|| format!("could not read the server's symbols again at {url}"))?;
+        // Settled: the feed has published each of its symbols once.
+        if !again.is_empty() && again.len() == names.len() {
+            return Ok((again, listed_by));
+        }
+        names = again;
     }
 }
 
