@@ -495,11 +495,15 @@ impl<'a> Clients<'a> {
                 &mut self.scratch
             };
             let room = buffer.len() - pending;
+            let mut interrupted = false;
             let (n, stream_ended) = match conn.stream.read(&mut buffer[pending..]) {
                 Ok(0) => (0, Some(Ended::Lost)),
                 Ok(n) => (n, None),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => (0, None),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => (0, None),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {
+                    interrupted = true;
+                    (0, None)
+                }
                 Err(_) => (0, Some(Ended::Lost)),
             };
             let end = pending + n;
@@ -530,6 +534,9 @@ impl<'a> Clients<'a> {
             }
             if stream_ended.is_some() {
                 break stream_ended;
+            }
+            if interrupted {
+                continue;
             }
             if n == 0 || (n < room && !to_the_end) {
                 break None; // Drained: the next data brings an event.
