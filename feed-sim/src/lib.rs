@@ -4,8 +4,11 @@
 //!
 //! # Layout
 //!
-//! - [`load`]: `feed-sim load`, many WebSocket clients, the receive path
-//!   and the run's timeline (warm-up, window, stalled clients, `--idle`).
+//! - [`load`]: `feed-sim load`, many WebSocket clients on one event loop:
+//!   `load/plan.rs` (the symbol list, what each client subscribes to),
+//!   `load/clients.rs` (connect, upgrade, read), `load/track.rs` (where
+//!   gaps are counted and latency computed), `load/mod.rs` (the timeline
+//!   and the report's figures).
 //! - [`report`]: the figures of one run, the printed table, `/proc` readers.
 //! - [`hgrm`]: the latency histogram in HdrHistogram's `.hgrm` text format.
 //! - [`plot`]: the latency-by-percentile SVG chart of one or more runs.
@@ -19,7 +22,13 @@
 //! - `ws`: where the server is and the client side of the WebSocket
 //!   handshake, shared by the subcommands.
 //! - `net`: connections from a chosen loopback source address, shared by
-//!   `load`, `soak` and `flood`.
+//!   `load`, `soak` and `flood`; the open-file limit.
+//! - `server_msg`: what a server's messages say, read without parsing
+//!   JSON (message kind, a tick's fields, close labels, `subscribed`).
+//! - `symbols`: the server's symbol names numbered for the clients.
+//!
+//! WebSocket frames are split and built by the server's own codec,
+//! `tickcast::protocol::frame`.
 //! - [`shared_args`]: command-line options more than one subcommand takes
 //!   (`--source-ips`, `--json`).
 
