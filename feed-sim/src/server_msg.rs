@@ -100,21 +100,22 @@ const TICK_PREFIX: &[u8] = br#"{"type":"tick","#;
 /// The unsigned decimal number `bytes` starts with; `None` if there is
 /// none or it does not fit a `u64`.
 fn leading_number(bytes: &[u8]) -> Option<u64> {
-    // 19 digits never overflow a u64; a 20th may, so it is checked.
-    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 20 {
-        return None;
+    // One pass: 19 digits never overflow a u64; from the 20th on, checked.
+    let mut value: u64 = 0;
+    let mut digits = 0;
+    for &b in bytes {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        value = if digits < 19 {
+            value * 10 + u64::from(digit)
+        } else {
+            value.checked_mul(10)?.checked_add(u64::from(digit))?
+        };
+        digits += 1;
     }
-    let fast = digits.min(19);
-    let mut value = bytes[..fast]
-        .iter()
-        .fold(0u64, |value, &b| value * 10 + u64::from(b - b'0'));
-    if digits == 20 {
-        value = value
-            .checked_mul(10)?
-            .checked_add(u64::from(bytes[19] - b'0'))?;
-    }
-    Some(value)
+    (digits > 0).then_some(value)
 }
 
 /// The symbol names of a `subscribed` reply
