@@ -46,14 +46,7 @@ fn check(data: &[u8]) {
 
 /// The payload of one complete, unmasked server frame.
 fn server_frame_payload(frame: &[u8]) -> &[u8] {
-    let (len, header) = match frame[1] & 0x7F {
-        126 => (usize::from(u16::from_be_bytes([frame[2], frame[3]])), 4),
-        127 => (
-            usize::try_from(u64::from_be_bytes(frame[2..10].try_into().unwrap())).unwrap(),
-            10,
-        ),
-        n => (usize::from(n), 2),
-    };
-    assert_eq!(frame.len(), header + len, "a reply is exactly one frame");
-    &frame[header..]
+    tickcast::protocol::frame::parse_unmasked(frame)
+        .expect("a reply is exactly one frame")
+        .1
 }
