@@ -75,16 +75,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use tickcast::config::Config;
-use tickcast::feed::now_nanos;
 use tickcast::feed::sim::Simulator;
 use tickcast::feed::symbols::universe;
 use tickcast::http::{self, AppState};
-use tickcast::protocol::frame::{client_frame, opcode, split_server_frame};
 use tickcast::ring::{self, Producer};
 use tickcast::server::start_stages;
 use tickcast::stats::Stats;
 use tickcast::symbol::Symbols;
+use tickcast::tick::now_nanos;
 use tickcast::tick::Tick;
+use tickcast::wire::frame::{client_frame, opcode, split_server_frame};
 
 /// Client counts measured.
 const CLIENTS: [usize; 2] = [100, 1_000];

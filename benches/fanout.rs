@@ -27,11 +27,11 @@ use tickcast::config::Config;
 use tickcast::fanout::{Command, Fanout};
 use tickcast::feed::sim::Simulator;
 use tickcast::feed::symbols::universe;
-use tickcast::protocol::frame::text_frame;
 use tickcast::session::outbox::{Outbox, OutboxLimits};
 use tickcast::stats::Stats;
 use tickcast::symbol::Symbols;
 use tickcast::tick::Tick;
+use tickcast::wire::frame::text_frame;
 
 /// Subscriber counts measured.
 const RECIPIENTS: [usize; 3] = [1_000, 10_000, 100_000];

@@ -14,8 +14,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use tickcast::fanout::encode::{tick_frame, TickKind};
 use tickcast::feed::sim::Simulator;
 use tickcast::feed::symbols::{universe, SymbolSpec};
-use tickcast::protocol::frame::text_frame;
 use tickcast::tick::Tick;
+use tickcast::wire::frame::text_frame;
 
 /// Distinct ticks cycled through, so branch predictors and caches see
 /// varied symbols, prices and sizes rather than one repeated value.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::session::guard::GuardLimits;
-use crate::session::outbox::OutboxLimits;
+use crate::fanout::outbox::OutboxLimits;
+use crate::wire::reader::InputLimits;
 
 /// Most fragments one client message may have; more close the connection
 /// with 1009.
@@ -158,6 +158,13 @@ pub struct Config {
     #[arg(long, env = "TICKCAST_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: u64,
 
+    /// Event-loop threads serving WebSocket connections, each owning the
+    /// connections handed to it (a new one goes to the shard with the
+    /// fewest). 0, the default: one per core available to the process
+    /// (after `taskset` or a cgroup CPU limit).
+    #[arg(long, env = "TICKCAST_SHARDS", default_value_t = 0)]
+    pub shards: usize,
+
     /// Most WebSocket connections open at once; an upgrade past it is
     /// answered 503.
     #[arg(long, env = "TICKCAST_MAX_CONNECTIONS", default_value_t = 50_000)]
@@ -228,9 +235,18 @@ impl Config {
         Some(self.ping_interval).filter(|interval| !interval.is_zero())
     }
 
+    /// How many shards serve connections: `--shards`, or one per core
+    /// available.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// The per-connection input limits these flags set.
-    pub fn guard_limits(&self) -> GuardLimits {
-        GuardLimits {
+    pub fn input_limits(&self) -> InputLimits {
+        InputLimits {
             max_message_bytes: self.max_message_bytes,
             max_fragments: MAX_FRAGMENTS,
         }

@@ -87,6 +87,9 @@ pub enum Error {
     /// The feed thread could not start.
     #[error("cannot start the feed thread: {0}; the system may be out of threads or memory")]
     FeedThread(io::Error),
+    /// A shard's event loop or thread could not start.
+    #[error("cannot start the connection shards: {0}; the system may be out of threads, memory or file descriptors (lower --shards)")]
+    ShardThread(io::Error),
     /// `--feed nats` could not set up its NATS client.
     #[error("cannot use the NATS server at {url}: {message}; give --feed nats://HOST:PORT (comma-separated for several)")]
     Nats {

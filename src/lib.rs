@@ -46,6 +46,8 @@ pub mod protocol;
 pub mod ring;
 pub mod server;
 pub mod session;
+pub mod shard;
+pub mod wire;
 
 pub mod auth;
 pub mod cli;

@@ -1,22 +1,19 @@
-//! Wires the stages together in data-path order, feed → ring → fanout →
-//! http/session, and owns shutdown.
+//! Wires the stages together in data-path order, feed → ring → shards
+//! (fan-out and sessions) → http, and owns shutdown.
 //!
 //! Shutdown: when the future given to [`Server::run`] completes, the
-//! cancellation token fires; the accept loop stops, the fan-out queues a
-//! 1001 `server shutting down` close to every client and returns, each
-//! session sends it and waits briefly for the client's answer, and `run`
-//! waits (at most [`SHUTDOWN_GRACE`]) for every connection task before it
-//! stops the feed thread and returns.
+//! cancellation token fires; the accept loop stops, the ingest publisher
+//! (if any) is closed, every shard queues a 1001 `server shutting down`
+//! close to each of its clients, sends it, waits briefly for the client's
+//! answer, and ends (at most [`SHUTDOWN_GRACE`]); then `run` waits for the
+//! edge's connection tasks, stops the feed and returns.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,62 +21,76 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{read_secret_file, Authenticator};
 use crate::config::{Config, FeedSource};
 use crate::error::Error;
-use crate::fanout::Fanout;
 use crate::feed::external::Intake;
-use crate::feed::ingest::IngestPort;
+use crate::feed::ingest::{IngestLimits, IngestPort};
 use crate::feed::symbols::{self as listed, SymbolSpec};
-use crate::feed::{self, sim::Simulator};
+use crate::feed::{self, sim::Simulator, Wake};
 use crate::http::limits::ConnectionLimits;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::ring::{self, Cursor};
 use crate::session::SessionContext;
+pub use crate::shard::SHUTDOWN_GRACE;
+use crate::shard::{Prepared, Shards};
 use crate::stats::Stats;
 use crate::symbol::{self, Symbols};
 use crate::tick::Tick;
 use crate::tls;
 
-/// How long shutdown waits for connections to finish closing.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The shards' event loops, made before the feed starts so that the feed
+/// can wake them; [`start_stages`] starts their threads.
+pub fn prepare_shards(config: &Config) -> Result<(Vec<Prepared>, Wake), Error> {
+    let prepared = Prepared::many(config.shard_count()).map_err(Error::ShardThread)?;
+    let wakers: Vec<_> = prepared.iter().map(Prepared::waker).collect();
+    let wake = Wake::new(move || {
+        for waker in &wakers {
+            // Fails only if the shard's poll is gone (it has stopped).
+            let _ = waker.wake();
+        }
+    });
+    Ok((prepared, wake))
+}
 
-/// Starts stages 3 to 5 over the ring `cursor`: the fan-out task (woken
-/// by `wake`, stopped by `shutdown`) and the state the HTTP edge serves
-/// sessions from. Clients need a token when `config.auth_secret` is set
-/// ([`Server::bind`] has read `--auth-secret-file` into it). Must run
-/// inside a tokio runtime. [`Server::run`] calls it after starting the
-/// feed; the end-to-end bench calls it with a ring it feeds itself.
+/// Starts stages 3 to 5 over the ring `cursor`: the shards (made by
+/// [`prepare_shards`]), each with its own copy of the cursor, and the
+/// state the HTTP edge serves from. Clients need a token when
+/// `config.auth_secret` is set ([`Server::bind`] has read
+/// `--auth-secret-file` into it). Must run inside a tokio runtime.
+/// [`Server::run`] calls it after starting the feed; the end-to-end bench
+/// calls it with a ring it feeds itself.
 pub fn start_stages(
     config: &Config,
     symbols: Arc<Symbols>,
     stats: Arc<Stats>,
-    cursor: Cursor<Tick>,
-    wake: Arc<Notify>,
+    cursor: &Cursor<Tick>,
+    shards: Vec<Prepared>,
     ingest: Option<Arc<IngestPort>>,
     shutdown: CancellationToken,
-) -> (Arc<AppState>, JoinHandle<()>) {
-    // Stage 2 → 3: the fan-out reads the ring.
-    let (fanout, handle, commands) = Fanout::new(
-        symbols.clone(),
+) -> Result<Arc<AppState>, Error> {
+    let session = Arc::new(SessionContext {
+        symbols: symbols.clone(),
+        outbox_limits: config.outbox_limits(),
+        input_limits: config.input_limits(),
+        max_subscriptions: config.max_subscriptions,
+        max_messages_per_second: config.max_messages_per_second,
+        ping_interval: config.pings(),
+        stats: stats.clone(),
+    });
+    // Stage 2 → 3 and 4: every shard reads the ring and serves its
+    // connections.
+    let shards = Shards::start(
+        shards,
+        cursor,
+        &symbols,
         config.history_depth as usize,
-        stats.clone(),
-    );
-    let fanout = fanout.with_ping_interval(config.pings());
-    let fanout_task = tokio::spawn(fanout.run(cursor, wake, commands, shutdown.clone()));
-
-    // Stage 4/5: sessions behind the HTTP edge.
-    let state = Arc::new(AppState {
-        session: Arc::new(SessionContext {
-            symbols,
-            fanout: handle.clone(),
-            outbox_limits: config.outbox_limits(),
-            guard_limits: config.guard_limits(),
-            max_subscriptions: config.max_subscriptions,
-            max_messages_per_second: config.max_messages_per_second,
-            stats: stats.clone(),
-        }),
-        fanout: handle,
+        &session,
+    )
+    .map_err(Error::ShardThread)?;
+    Ok(Arc::new(AppState {
+        session,
+        shards: Arc::new(shards),
         quotes: Default::default(),
-        metrics: Metrics::new(stats.clone()),
+        metrics: Metrics::new(stats),
         echo_route: config.echo_route.clone(),
         limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
         allowed_origins: config.allowed_origins.clone(),
@@ -92,8 +103,7 @@ pub fn start_stages(
         next_conn: AtomicU64::new(1),
         shutdown,
         tasks: TaskTracker::new(),
-    });
-    (state, fanout_task)
+    }))
 }
 
 /// A bound, not yet running server.
@@ -204,7 +214,7 @@ impl Server {
         // a publisher connected to /ingest, or a NATS subscription.
         let producer = ring::channel::<Tick>(config.ring_capacity as usize);
         let cursor = producer.cursor();
-        let wake = Arc::new(Notify::new());
+        let (shards, wake) = prepare_shards(&config)?;
         let token = CancellationToken::new();
         let mut nats_feed = None;
         let (feed, ingest) = match config.feed {
@@ -221,14 +231,7 @@ impl Server {
                     .filter(|token| !token.is_empty())
                     .ok_or(Error::MissingIngestToken)?;
                 let intake = Intake::new(producer, symbols.clone(), stats.clone(), wake.clone());
-                let port = IngestPort::new(
-                    intake,
-                    token,
-                    stats.clone(),
-                    config.guard_limits(),
-                    config.outbox_limits(),
-                )
-                .with_ping_interval(config.pings());
+                let port = IngestPort::new(intake, token, stats.clone(), IngestLimits::of(&config));
                 (None, Some(Arc::new(port)))
             }
             FeedSource::Nats(_) => {
@@ -249,8 +252,15 @@ impl Server {
             }
         };
 
-        let (state, fanout_task) =
-            start_stages(&config, symbols, stats, cursor, wake, ingest, token.clone());
+        let state = start_stages(
+            &config,
+            symbols,
+            stats,
+            &cursor,
+            shards,
+            ingest,
+            token.clone(),
+        )?;
         let addr = listener.local_addr().unwrap_or(config.listen);
         let (ws, web) = match tls {
             Some(_) => ("wss", "https"),
@@ -289,13 +299,14 @@ impl Server {
             port.close_publisher();
         }
         let _ = edge.await;
-        let _ = fanout_task.await;
+        let shards = state.shards.clone();
+        let _ = tokio::task::spawn_blocking(move || shards.shutdown()).await;
         state.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait())
             .await
             .is_err()
         {
-            tracing::warn!("some connections did not close within the shutdown grace period");
+            tracing::warn!("some HTTP connections did not close within the shutdown grace period");
         }
         if let Some(feed) = feed {
             feed.stop();

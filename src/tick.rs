@@ -9,6 +9,8 @@ use crate::price::Price;
 use crate::ring::Record;
 pub use crate::symbol::SymbolId;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 /// One market-data update for one symbol.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tick {
@@ -80,4 +82,12 @@ mod tests {
         tick.to_words(&mut words);
         assert_eq!(Tick::from_words(&words), tick);
     }
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch.
+pub fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

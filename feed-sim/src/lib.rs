@@ -28,7 +28,7 @@
 //! - `symbols`: the server's symbol names numbered for the clients.
 //!
 //! WebSocket frames are split and built by the server's own codec,
-//! `tickcast::protocol::frame`.
+//! `tickcast::wire::frame`.
 //! - [`shared_args`]: command-line options more than one subcommand takes
 //!   (`--source-ips`, `--json`).
 

@@ -33,10 +33,10 @@ use tokio::net::TcpStream;
 
 use tickcast::fanout::encode::{write_tick_json, TickKind};
 use tickcast::feed::nats;
-use tickcast::feed::now_nanos;
 use tickcast::feed::pacer::Pacer;
 use tickcast::feed::sim::Simulator;
 use tickcast::feed::symbols::{simulated, universe, SymbolSpec};
+use tickcast::tick::now_nanos;
 
 use crate::ws::{self, Target};
 

@@ -3,8 +3,8 @@
 //! JSON, and a close frame as a label for reports.
 
 use memchr::memmem;
-use tickcast::protocol::frame::close_parts;
 use tickcast::tick::SymbolId;
+use tickcast::wire::frame::close_parts;
 
 use crate::symbols::SymbolIds;
 
@@ -137,8 +137,8 @@ pub(crate) fn subscribed_symbols(payload: &[u8]) -> Option<Vec<String>> {
 mod tests {
     use super::*;
     use tickcast::fanout::encode::{tick_frame, TickKind};
-    use tickcast::protocol::frame::{close_frame, split_server_frame};
     use tickcast::tick::Tick;
+    use tickcast::wire::frame::{close_frame, split_server_frame};
 
     fn table() -> SymbolIds {
         SymbolIds::new(["AAPL", "BRK.B", "MSFT"].map(String::from))
@@ -156,7 +156,7 @@ mod tests {
         }
     }
 
-    fn next_frame(data: &[u8]) -> Result<Option<tickcast::protocol::frame::FrameAt>, ()> {
+    fn next_frame(data: &[u8]) -> Result<Option<tickcast::wire::frame::FrameAt>, ()> {
         split_server_frame(data, 1 << 20).map_err(|_| ())
     }
 

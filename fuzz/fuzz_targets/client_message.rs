@@ -46,7 +46,7 @@ fn check(data: &[u8]) {
 
 /// The payload of one complete, unmasked server frame.
 fn server_frame_payload(frame: &[u8]) -> &[u8] {
-    tickcast::protocol::frame::parse_unmasked(frame)
+    tickcast::wire::frame::parse_unmasked(frame)
         .expect("a reply is exactly one frame")
         .1
 }

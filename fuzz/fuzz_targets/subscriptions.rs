@@ -295,7 +295,7 @@ async fn exchange(
 
 /// The payload of one complete, unmasked server frame.
 fn server_frame_payload(frame: &[u8]) -> &[u8] {
-    tickcast::protocol::frame::parse_unmasked(frame)
+    tickcast::wire::frame::parse_unmasked(frame)
         .expect("a frame holds exactly its payload")
         .1
 }

@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::frame::{parse_unmasked, text_frame_with};
 use crate::tick::Tick;
+use crate::wire::frame::{parse_unmasked, text_frame_with};
 
 /// Which message a tick is sent as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +126,7 @@ pub fn batch_ticks(frames: &mut VecDeque<Bytes>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::text_frame;
+    use crate::wire::frame::text_frame;
     use simd_json::prelude::*;
 
     fn sample() -> Tick {

@@ -1,76 +1,65 @@
 //! Stage 3 of the data path: read the `ring`, serialize each tick once,
-//! hand the frame to every subscriber's `outbox`.
+//! hand the frame to every subscriber's [`Outbox`].
 //!
-//! One task owns the [`SubscriberIndex`] and the last tick of every symbol,
-//! so the per-tick path takes no lock shared between connections: for each
-//! tick it encodes one frame ([`encode::tick_frame`]) and pushes that same
-//! reference-counted buffer to the tick's own subscribers (a queue push
-//! and, when the outbox was empty, a wake-up of its writer).
+//! Every shard runs one `Fanout` over its own connections and its own ring
+//! cursor, on its own thread, so the per-tick path takes no lock and
+//! crosses no thread: for each tick it encodes one frame
+//! ([`encode::tick_frame`]) and pushes that same reference-counted buffer
+//! to the tick's own subscribers ([`SubscriberIndex`]), which lists them
+//! to be written after the pass ([`Outboxes`]).
 //!
-//! Sessions change subscriptions by sending [`Command`]s over a bounded
-//! channel. The fan-out applies them between ticks and queues the
-//! `subscribed` reply and the snapshots (or, for a client resuming with
-//! `from`, the ticks it missed, from the [`History`]) itself, which is what
-//! guarantees a client its snapshot before any tick of a symbol and every
-//! later tick in order.
+//! Subscribe and unsubscribe are calls on the same thread, between two
+//! ticks: the `subscribed` reply and the snapshots (or, for a client
+//! resuming with `from`, the ticks it missed, from the [`History`]) are
+//! queued before any later tick, which is what guarantees a client its
+//! snapshot before any tick of a symbol and every later tick in order.
 //!
 //! Subscriptions with `max_hz` are served by [`Throttles`] on a clock, not
-//! per tick. On another clock the fan-out pings every connection and
-//! closes those that stopped answering: one pass per interval rather than a
-//! timer in every session.
+//! per tick.
 //!
 //! A tick whose `seq` does not follow its symbol's previous one (the
-//! fan-out fell a whole ring behind the feed, or the publisher skipped
+//! shard fell a whole ring behind the feed, or the publisher skipped
 //! ahead) reaches subscribers as a reset snapshot, so they know they missed
 //! ticks. Ring lag is also counted in [`Stats::ring_lagged`] and logged.
 
 pub mod encode;
 pub mod history;
 pub mod index;
+pub mod outbox;
 pub mod throttle;
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_util::sync::CancellationToken;
 
-use crate::feed::now_nanos;
-use crate::protocol::frame::close_frame;
 use crate::protocol::ServerMsg;
 use crate::ring::{Cursor, Read};
-use crate::session::outbox::{Outbox, Pushed};
 use crate::stats::Stats;
 use crate::symbol::Symbols;
-use crate::tick::{SymbolId, Tick};
+use crate::tick::{now_nanos, SymbolId, Tick};
 use encode::{tick_frame, TickKind};
 use history::{History, Replay};
+pub use index::Key;
 use index::SubscriberIndex;
+pub use outbox::{Outbox, Outboxes};
 use throttle::{Latest, Throttles};
 
-/// Identifies one WebSocket connection for the server's lifetime.
-pub type ConnId = u64;
-
-/// Most ticks handled per pass before the fan-out looks at commands again
-/// and lets the writers run.
+/// Most ticks handled per pass before the shard reads and writes its
+/// sockets again.
 const BATCH: usize = 1024;
 
 /// Most outbox pushes per pass: with many subscribers per tick, a pass ends
 /// after this much work even if fewer than [`BATCH`] ticks were read, so
-/// writers are never starved for long.
+/// sockets are never left unwritten for long.
 const PUSH_BUDGET: usize = 64 * 1024;
 
 /// Most ticks replayed for one subscribe with `from`; symbols past it get a
 /// reset snapshot instead. Bounds the replies one request can queue (and
-/// the time the fan-out spends building them).
+/// the time the shard spends building them).
 pub const MAX_REPLAY_TICKS: usize = 16_384;
-
-/// Capacity of the command channel; a session waits when it is full.
-pub const COMMAND_CAPACITY: usize = 4096;
 
 /// The `subscribed` (or `unsubscribed`) reply naming `ids`.
 fn names_reply(symbols: &[SymbolState], ids: &[SymbolId], subscribed: bool) -> Bytes {
@@ -84,121 +73,47 @@ fn names_reply(symbols: &[SymbolState], ids: &[SymbolId], subscribed: bool) -> B
 
 /// How a drain pass ended.
 #[derive(Debug, PartialEq, Eq)]
-enum Pass {
+pub enum Pass {
     /// The ring is empty.
     Drained,
     /// The pass hit its limit; more may be waiting.
     Full,
 }
 
-/// A change requested by a session, applied in order with the ticks.
-#[derive(Debug)]
-pub enum Command {
-    /// A new connection.
-    Attach {
-        /// The connection.
-        conn: ConnId,
-        /// Where its output goes.
-        outbox: Arc<Outbox>,
-    },
-    /// Subscribe; the fan-out replies `subscribed` with `added`, then a
-    /// snapshot of each of them that has traded (or, for those in `from`,
-    /// the ticks the client missed, or a reset snapshot).
-    Subscribe {
-        /// The connection.
-        conn: ConnId,
-        /// The connection is subscribed to `*` (then `added` is every
-        /// symbol it was not subscribed to, or nothing).
-        all: bool,
-        /// Symbols this request newly subscribed.
-        added: Vec<SymbolId>,
-        /// The last `seq` the client saw of some of `added`.
-        from: HashMap<SymbolId, u64>,
-        /// Throttle `added` to one update per `interval` (`max_hz`).
-        interval: Option<Duration>,
-        /// How many symbols the registry held when the session built the
-        /// request (ids below it are the ones it knows of).
-        known: usize,
-        /// Fired once the replies are queued, so the session reads its
-        /// next request only after this one is answered.
-        done: oneshot::Sender<()>,
-    },
-    /// Unsubscribe; the fan-out replies `unsubscribed` with `removed`.
-    Unsubscribe {
-        /// The connection.
-        conn: ConnId,
-        /// Symbols no longer subscribed.
-        removed: Vec<SymbolId>,
-        /// How many symbols the registry held when the session built the
-        /// request: a `*` subscriber keeps the others of these.
-        known: usize,
-        /// Fired once the reply is queued.
-        done: oneshot::Sender<()>,
-    },
-    /// The connection is gone.
-    Detach {
-        /// The connection.
-        conn: ConnId,
-    },
-    /// The last tick of every symbol the fan-out has met, by id (`None`
-    /// if it has not traded yet).
-    Quotes {
-        /// Where to send them.
-        reply: oneshot::Sender<Vec<Option<Tick>>>,
-    },
+/// A subscribe, as the connection's requests worked it out against what
+/// it is subscribed to already (`session::Subscriptions`).
+#[derive(Debug, Default)]
+pub struct Subscribe {
+    /// The request makes the connection a `*` subscriber (then `added` is
+    /// every symbol it was not subscribed to, or nothing).
+    pub all: bool,
+    /// Symbols this request newly subscribed.
+    pub added: Vec<SymbolId>,
+    /// Symbols the connection had named that its new `*` now covers.
+    pub replaced: Vec<SymbolId>,
+    /// The last `seq` the client saw of some of `added`.
+    pub from: HashMap<SymbolId, u64>,
+    /// Throttle `added` to one update per `interval` (`max_hz`).
+    pub interval: Option<Duration>,
+    /// How many symbols the registry held when the request was resolved
+    /// (ids below it are the ones it knows of).
+    pub known: usize,
 }
 
-impl Command {
-    /// The connection the command is for (none for `Quotes`).
-    pub fn conn(&self) -> Option<ConnId> {
-        match self {
-            Command::Attach { conn, .. }
-            | Command::Subscribe { conn, .. }
-            | Command::Unsubscribe { conn, .. }
-            | Command::Detach { conn } => Some(*conn),
-            Command::Quotes { .. } => None,
-        }
-    }
+/// An unsubscribe, worked out like a [`Subscribe`].
+#[derive(Debug, Default)]
+pub struct Unsubscribe {
+    /// Symbols no longer subscribed, as the reply names them.
+    pub removed: Vec<SymbolId>,
+    /// The connection was a `*` subscriber and no longer is.
+    pub leaves_all: bool,
+    /// With `leaves_all`: the symbols it keeps, now by name.
+    pub kept: Vec<SymbolId>,
+    /// Throttled subscriptions that end, with their interval.
+    pub throttled: Vec<(SymbolId, Duration)>,
+    /// As in [`Subscribe::known`].
+    pub known: usize,
 }
-
-/// A session's way to reach the fan-out.
-#[derive(Clone, Debug)]
-pub struct FanoutHandle {
-    commands: mpsc::Sender<Command>,
-}
-
-impl FanoutHandle {
-    /// A handle whose commands go to `commands`, for tests that play the
-    /// fan-out's part.
-    #[cfg(test)]
-    pub(crate) fn from_sender(commands: mpsc::Sender<Command>) -> Self {
-        FanoutHandle { commands }
-    }
-
-    /// Sends `command`; false if the fan-out has stopped (shutdown).
-    pub async fn send(&self, command: Command) -> bool {
-        self.commands.send(command).await.is_ok()
-    }
-
-    /// Sends the command `make` builds around a completion signal, and
-    /// waits until the fan-out has applied it and queued its replies.
-    /// One request in flight per session keeps a flood of requests from
-    /// filling the shared channel or the session's memory.
-    pub async fn request(&self, make: impl FnOnce(oneshot::Sender<()>) -> Command) -> bool {
-        let (done, applied) = oneshot::channel();
-        self.send(make(done)).await && applied.await.is_ok()
-    }
-
-    /// The last tick of every symbol, in symbol order.
-    pub async fn quotes(&self) -> Option<Vec<Option<Tick>>> {
-        let (reply, answer) = oneshot::channel();
-        if !self.send(Command::Quotes { reply }).await {
-            return None;
-        }
-        answer.await.ok()
-    }
-}
-
 /// What the fan-out keeps of one symbol.
 #[derive(Debug)]
 struct SymbolState {
@@ -221,7 +136,7 @@ struct SymbolState {
     announced: bool,
 }
 
-/// The fan-out stage. See the module docs.
+/// One shard's fan-out. See the module docs.
 #[derive(Debug)]
 pub struct Fanout {
     /// The registry, for the names of symbols first met.
@@ -233,36 +148,34 @@ pub struct Fanout {
     history: History,
     /// Subscriptions with `max_hz`.
     throttles: Throttles,
-    /// How often every connection is pinged, if at all.
-    ping_interval: Option<Duration>,
     /// The `subscribed` reply listing every symbol, built on first use
     /// after each new symbol.
     all_subscribed: Option<Bytes>,
     /// Likewise, the `unsubscribed` reply listing every symbol.
     all_unsubscribed: Option<Bytes>,
     stats: Arc<Stats>,
+    /// This fan-out's share of the subscriptions gauge, as last added.
+    counted: usize,
+    /// This fan-out counts the ring's ticks and the feed's gaps (one shard
+    /// does, as every shard reads every tick).
+    reports_ring: bool,
 }
 
 impl Fanout {
     /// A fan-out over the symbols of `registry` (and those it learns
-    /// later) keeping `history_depth` ticks of each for resuming clients,
-    /// and the handle sessions use to reach it.
-    pub fn new(
-        registry: Arc<Symbols>,
-        history_depth: usize,
-        stats: Arc<Stats>,
-    ) -> (Fanout, FanoutHandle, mpsc::Receiver<Command>) {
-        let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
+    /// later) keeping `history_depth` ticks of each for resuming clients.
+    pub fn new(registry: Arc<Symbols>, history_depth: usize, stats: Arc<Stats>) -> Fanout {
         let mut fanout = Fanout {
             registry,
             symbols: Vec::new(),
             index: SubscriberIndex::new(0),
             history: History::new(0, history_depth),
             throttles: Throttles::default(),
-            ping_interval: None,
             all_subscribed: None,
             all_unsubscribed: None,
             stats,
+            counted: 0,
+            reports_ring: true,
         };
         // The symbols known at the start are every `*` subscriber's from
         // its first reply on.
@@ -273,7 +186,14 @@ impl Fanout {
                 symbol.announced = true;
             }
         }
-        (fanout, FanoutHandle { commands }, receiver)
+        fanout
+    }
+
+    /// Whether this fan-out counts the ring's ticks, lag and the feed's
+    /// gaps in [`Stats`] (on by default; off for all shards but one).
+    pub fn reporting_ring(mut self, reports: bool) -> Self {
+        self.reports_ring = reports;
+        self
     }
 
     /// Makes room for every id up to `id`, taking the names of those not
@@ -307,21 +227,39 @@ impl Fanout {
         count > id as usize
     }
 
-    /// Updates the subscriptions gauge.
-    fn count_subscriptions(&self) {
-        self.stats.subscriptions.store(
-            self.index.subscriptions() + self.throttles.len(),
-            Ordering::Relaxed,
-        );
+    /// Brings this fan-out's share of the subscriptions gauge up to date.
+    fn count_subscriptions(&mut self) {
+        let now = self.index.subscriptions() + self.throttles.len();
+        if now >= self.counted {
+            self.stats
+                .subscriptions
+                .fetch_add(now - self.counted, Ordering::Relaxed);
+        } else {
+            self.stats
+                .subscriptions
+                .fetch_sub(self.counted - now, Ordering::Relaxed);
+        }
+        self.counted = now;
     }
 
-    /// Tells every `*` subscriber of `symbol`, met for the first time with
-    /// `tick`: a `subscribed` reply naming it, then its snapshot, as for
-    /// any symbol subscribed. Ticks after this one follow as usual.
-    fn announce(&mut self, symbol: SymbolId, now: Instant) {
+    /// The number of symbols met so far.
+    pub fn symbol_count(&self) -> usize {
+        self.symbols.len()
+    }
+
+    /// The last tick of every symbol met so far, by id (`None` if it has
+    /// not traded yet).
+    pub fn quotes(&self) -> Vec<Option<Tick>> {
+        self.symbols.iter().map(|state| state.last).collect()
+    }
+
+    /// Tells every `*` subscriber of `symbol`, met for the first time:
+    /// a `subscribed` reply naming it, then its snapshot, as for any
+    /// symbol subscribed. Ticks after this one follow as usual.
+    fn announce(&mut self, symbol: SymbolId, now: Instant, outboxes: &mut Outboxes) {
         let slot = symbol as usize;
         self.symbols[slot].announced = true;
-        tracing::info!(
+        tracing::debug!(
             symbol = &*self.symbols[slot].name,
             id = symbol,
             "a new symbol from the feed"
@@ -333,94 +271,17 @@ impl Fanout {
             return;
         };
         let reply = names_reply(&self.symbols, &[symbol], true);
-        for outbox in self.index.all_outboxes() {
-            outbox.push_reply(reply.clone());
+        for key in self.index.all_subscribers() {
+            outboxes.push_reply(key, reply.clone());
             // As a tick: a client that does not read is conflated, then
             // closed as a slow consumer, however many symbols appear.
-            count_push(&self.stats, outbox.push_tick(symbol, &snapshot, now));
-        }
-    }
-
-    /// Pings every attached connection each `interval` and closes those
-    /// that sent nothing since the previous ping (`None`: no pings).
-    pub fn with_ping_interval(mut self, interval: Option<Duration>) -> Self {
-        self.ping_interval = interval;
-        self
-    }
-
-    /// Pings every connection, closing those that did not answer the last
-    /// ping: one pass over the connections per interval, instead of a
-    /// timer in every session.
-    fn ping_sessions(&self, interval: Duration) {
-        for outbox in self.index.outboxes() {
-            outbox.ping_or_close(interval);
-        }
-    }
-
-    /// Runs until `shutdown` fires, then closes every connection with 1001.
-    pub async fn run(
-        mut self,
-        mut cursor: Cursor<Tick>,
-        wake: Arc<Notify>,
-        mut commands: mpsc::Receiver<Command>,
-        shutdown: CancellationToken,
-    ) {
-        let mut next_ping = self.ping_interval.map(|interval| Instant::now() + interval);
-        loop {
-            // Checked here too: a saturated fan-out never reaches the
-            // `select!` below.
-            if shutdown.is_cancelled() {
-                break;
-            }
-            if let (Some(due), Some(interval)) = (next_ping, self.ping_interval) {
-                let now = Instant::now();
-                if due <= now {
-                    self.ping_sessions(interval);
-                    next_ping = Some(now + interval);
-                }
-            }
-            while let Ok(command) = commands.try_recv() {
-                self.apply_isolated(command);
-            }
-            if self.drain(&mut cursor) == Pass::Full {
-                // More may be waiting: let writers run, then continue.
-                self.flush_throttled(Instant::now());
-                tokio::task::yield_now().await;
-                continue;
-            }
-            self.flush_throttled(Instant::now());
-            let next_timer = match (self.throttles.next_flush(), next_ping) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                command = commands.recv() => match command {
-                    Some(command) => self.apply_isolated(command),
-                    None => break,
-                },
-                () = wake.notified() => {}
-                () = sleep_until(next_timer) => {}
-            }
-        }
-        let shutting_down = || close_frame(1001, "server shutting down");
-        for outbox in self.index.outboxes() {
-            outbox.close(shutting_down());
-        }
-        // Sessions that attached just now must not wait for a fan-out
-        // that is gone.
-        commands.close();
-        while let Ok(command) = commands.try_recv() {
-            if let Command::Attach { outbox, .. } = command {
-                outbox.close(shutting_down());
-            }
+            outboxes.push_tick(key, symbol, &snapshot, now);
         }
     }
 
     /// Fans out what the ring holds, up to [`BATCH`] ticks or
     /// [`PUSH_BUDGET`] pushes.
-    fn drain(&mut self, cursor: &mut Cursor<Tick>) -> Pass {
+    pub fn drain(&mut self, cursor: &mut Cursor<Tick>, outboxes: &mut Outboxes) -> Pass {
         let mut read = 0;
         let mut pushes = 0;
         let mut now = None;
@@ -432,7 +293,7 @@ impl Fanout {
                 Read::Item(tick) => {
                     read += 1;
                     let now = *now.get_or_insert_with(Instant::now);
-                    pushes += self.dispatch(&tick, now);
+                    pushes += self.dispatch(&tick, now, outboxes);
                     let queued_after = now_nanos().saturating_sub(tick.ts);
                     self.stats.fanout_latency.observe(queued_after as f64 / 1e9);
                 }
@@ -440,25 +301,27 @@ impl Fanout {
                     Stats::add(&self.stats.ring_lagged, missed);
                     tracing::warn!(
                         missed,
-                        "the fan-out fell a whole ring behind the feed and lost ticks; \
-                         clients see seq gaps (raise --ring-capacity or lower --rate)"
+                        "a shard fell a whole ring behind the feed and lost ticks; \
+                         its clients see seq gaps (raise --ring-capacity or lower --rate)"
                     );
                 }
                 Read::Empty => break Pass::Drained,
             }
         };
-        Stats::add(&self.stats.ticks_read, read as u64);
-        let behind = cursor.behind();
-        self.stats.ring_lag.store(behind, Ordering::Relaxed);
-        self.stats
-            .ticks_produced
-            .store(cursor.position() + behind, Ordering::Relaxed);
+        if read > 0 && self.reports_ring {
+            Stats::add(&self.stats.ticks_read, read as u64);
+            let behind = cursor.behind();
+            self.stats.ring_lag.store(behind, Ordering::Relaxed);
+            self.stats
+                .ticks_produced
+                .fetch_max(cursor.position() + behind, Ordering::Relaxed);
+        }
         pass
     }
 
     /// Serializes `tick` once, records it, and queues it to each of its
     /// per-tick subscribers; returns how many that was.
-    pub fn dispatch(&mut self, tick: &Tick, now: Instant) -> usize {
+    pub fn dispatch(&mut self, tick: &Tick, now: Instant, outboxes: &mut Outboxes) -> usize {
         let symbol = tick.symbol;
         let slot = symbol as usize;
         if !self.meet(symbol) {
@@ -479,7 +342,9 @@ impl Fanout {
         self.history.record(symbol, tick.seq, &frame);
         let live = if gap {
             state.gap_at = tick.seq;
-            Stats::add(&self.stats.feed_gaps, 1);
+            if self.reports_ring {
+                Stats::add(&self.stats.feed_gaps, 1);
+            }
             tick_frame(TickKind::Reset, &state.name, tick)
         } else {
             frame.clone()
@@ -490,31 +355,35 @@ impl Fanout {
         if !announced {
             // A new symbol: `*` subscribers are told of it, with this tick
             // as its snapshot; anyone who named it already gets the tick.
-            self.announce(symbol, now);
+            self.announce(symbol, now, outboxes);
             recipients += self.index.all_count();
-            for outbox in self.index.named_subscribers(symbol) {
+            for key in self.index.named_subscribers(symbol) {
                 recipients += 1;
-                count_push(&self.stats, outbox.push_tick(symbol, &live, now));
+                outboxes.push_tick(key, symbol, &live, now);
             }
             return recipients;
         }
         if !self.index.has_subscribers(symbol) {
             return 0;
         }
-        for outbox in self.index.subscribers(symbol) {
+        for key in self.index.subscribers(symbol) {
             recipients += 1;
-            count_push(&self.stats, outbox.push_tick(symbol, &live, now));
+            outboxes.push_tick(key, symbol, &live, now);
         }
         recipients
     }
 
+    /// When the next throttled lane is due, if any.
+    pub fn next_flush(&self) -> Option<Instant> {
+        self.throttles.next_flush()
+    }
+
     /// Sends throttled subscribers what their lanes owe them at `now`.
-    fn flush_throttled(&mut self, now: Instant) {
+    pub fn flush_throttled(&mut self, now: Instant, outboxes: &mut Outboxes) {
         if self.throttles.next_flush().is_none_or(|due| due > now) {
             return;
         }
         let symbols = &self.symbols;
-        let stats = &self.stats;
         self.throttles.flush_due(
             now,
             |symbol, flushed_seq| {
@@ -531,7 +400,7 @@ impl Fanout {
                     }),
                 })
             },
-            |pushed| count_push(stats, pushed),
+            |key, symbol, frame| outboxes.push_tick(key, symbol, frame, now),
         );
     }
 
@@ -584,224 +453,217 @@ impl Fanout {
         }
     }
 
-    /// Applies one session command; a panic while applying it (a bug)
-    /// costs only the connection it was for: that connection is closed
-    /// with 1011 and detached, the panic logged and counted, and the
-    /// fan-out goes on serving everyone else.
-    pub fn apply_isolated(&mut self, command: Command) {
-        let conn = command.conn();
-        let applied = std::panic::catch_unwind(AssertUnwindSafe(|| self.apply(command)));
-        if applied.is_ok() {
-            return;
+    /// Applies `request` for connection `key` and queues its replies: the
+    /// `subscribed` reply, then a snapshot of each added symbol that has
+    /// traded (or, for those in `from`, the ticks the client missed, or a
+    /// reset snapshot).
+    pub fn subscribe(&mut self, key: Key, request: Subscribe, outboxes: &mut Outboxes) {
+        let Subscribe {
+            all,
+            added,
+            replaced,
+            from,
+            interval,
+            known,
+        } = request;
+        // The request may know of ids the registry gave out whose first
+        // tick is still on its way here.
+        if known > 0 {
+            self.meet(known as SymbolId - 1);
         }
-        Stats::add(&self.stats.connection_panics, 1);
-        tracing::error!(
-            conn,
-            "a panic in the fan-out ended one connection; the others are served on. \
-             This is a bug: please report it with this log line"
-        );
-        if let Some(conn) = conn {
-            if let Some(outbox) = self.index.outbox(conn) {
-                outbox.close(close_frame(1011, "internal error"));
+        let added = if all && interval.is_none() {
+            // A plain `*` is told of what has been announced: the symbols
+            // it names that have, and any announced since the request was
+            // resolved. The others it is told of when they first trade
+            // (`announce`).
+            let announced = |&id: &SymbolId| self.symbols[id as usize].announced;
+            let later = known as SymbolId..self.symbols.len() as SymbolId;
+            added.into_iter().chain(later).filter(announced).collect()
+        } else {
+            added
+        };
+        match interval {
+            Some(interval) => {
+                let now = Instant::now();
+                for &id in &added {
+                    // The client is sent the newest tick next (as a
+                    // snapshot or the end of a replay).
+                    let seq = self.symbols[id as usize].last.map_or(0, |tick| tick.seq);
+                    self.throttles.subscribe(key, id, interval, seq, now);
+                }
             }
-            let detached = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                self.apply(Command::Detach { conn });
-            }));
-            if detached.is_err() {
-                tracing::error!(conn, "detaching the connection after a panic panicked too");
+            None if all => {
+                self.index.unsubscribe(key, replaced);
+                self.index.subscribe_all(key);
             }
+            None => self.index.subscribe(key, &added),
+        }
+        self.count_subscriptions();
+        // A first `*` lists every symbol in server order: that reply is
+        // the same for everyone.
+        let reply = if all && added.len() == self.symbols.len() {
+            self.all_subscribed
+                .get_or_insert_with(|| names_reply(&self.symbols, &added, true))
+                .clone()
+        } else {
+            names_reply(&self.symbols, &added, true)
+        };
+        let mut frames = vec![reply];
+        let mut budget = MAX_REPLAY_TICKS;
+        for &id in &added {
+            match from.get(&id) {
+                Some(&seen) => {
+                    self.resume(id, seen, interval.is_some(), &mut budget, &mut frames);
+                }
+                None => frames.extend(self.snapshot_frame(id, TickKind::Snapshot)),
+            }
+        }
+        if let Some(outbox) = outboxes.get_mut(key) {
+            outbox.push_replies(frames);
         }
     }
 
-    /// Applies one session command.
-    pub fn apply(&mut self, command: Command) {
-        self.apply_command(command);
+    /// Applies `request` for connection `key` and queues its
+    /// `unsubscribed` reply.
+    pub fn unsubscribe(&mut self, key: Key, request: Unsubscribe, outboxes: &mut Outboxes) {
+        let Unsubscribe {
+            removed,
+            leaves_all,
+            kept,
+            throttled,
+            known,
+        } = request;
+        if known > 0 {
+            self.meet(known as SymbolId - 1);
+        }
+        if leaves_all {
+            self.index.unsubscribe_all(key);
+            self.index.subscribe(key, &kept);
+        } else {
+            self.index.unsubscribe(key, removed.iter().copied());
+        }
+        for (symbol, interval) in throttled {
+            self.throttles.unsubscribe(key, symbol, interval);
+        }
+        self.count_subscriptions();
+        let everything =
+            removed.len() == self.symbols.len() && removed.windows(2).all(|w| w[0] < w[1]);
+        let reply = if everything {
+            self.all_unsubscribed
+                .get_or_insert_with(|| names_reply(&self.symbols, &removed, false))
+                .clone()
+        } else {
+            names_reply(&self.symbols, &removed, false)
+        };
+        if let Some(outbox) = outboxes.get_mut(key) {
+            outbox.forget_symbols(&removed);
+            outbox.push_reply(reply);
+        }
+    }
+
+    /// Forgets connection `key`: its `*` subscription (if `all`) and every
+    /// symbol it `named`, each with its `max_hz` interval if throttled.
+    /// Tolerates subscriptions that were never recorded here.
+    pub fn detach(
+        &mut self,
+        key: Key,
+        all: bool,
+        named: impl IntoIterator<Item = (SymbolId, Option<Duration>)>,
+    ) {
+        if all {
+            self.index.unsubscribe_all(key);
+        }
+        for (symbol, interval) in named {
+            match interval {
+                Some(interval) => self.throttles.unsubscribe(key, symbol, interval),
+                None => self.index.unsubscribe(key, [symbol]),
+            }
+        }
         self.count_subscriptions();
     }
-
-    fn apply_command(&mut self, command: Command) {
-        match command {
-            Command::Attach { conn, outbox } => self.index.attach(conn, outbox),
-            Command::Detach { conn } => {
-                if let Some(outbox) = self.index.outbox(conn) {
-                    let peak = outbox.peak_bytes();
-                    self.stats
-                        .peak_outbox_bytes
-                        .fetch_max(peak, Ordering::Relaxed);
-                }
-                self.index.detach(conn);
-                self.throttles.detach(conn);
-            }
-            Command::Subscribe {
-                conn,
-                all,
-                added,
-                from,
-                interval,
-                known,
-                done,
-            } => {
-                // A session may know of ids the registry gave out whose
-                // first tick is still on its way here.
-                if known > 0 {
-                    self.meet(known as SymbolId - 1);
-                }
-                let added = if all && interval.is_none() {
-                    // A plain `*` is told of what has been announced: the
-                    // symbols it names that have, and any announced since
-                    // the session looked. The others it is told of when
-                    // they first trade (`announce`).
-                    let announced = |&id: &SymbolId| self.symbols[id as usize].announced;
-                    let later = known as SymbolId..self.symbols.len() as SymbolId;
-                    added.into_iter().chain(later).filter(announced).collect()
-                } else {
-                    added
-                };
-                match (interval, self.index.outbox(conn).cloned()) {
-                    (Some(interval), Some(outbox)) => {
-                        let now = Instant::now();
-                        for &id in &added {
-                            // The client is sent the newest tick next (as a
-                            // snapshot or the end of a replay).
-                            let seq = self.symbols[id as usize].last.map_or(0, |tick| tick.seq);
-                            self.throttles
-                                .subscribe(conn, &outbox, id, interval, seq, now);
-                        }
-                    }
-                    (Some(_), None) => {}
-                    (None, _) if all => self.index.subscribe_all(conn),
-                    (None, _) => self.index.subscribe(conn, &added),
-                }
-                if let Some(outbox) = self.index.outbox(conn).cloned() {
-                    // A first `*` lists every symbol in server order: that
-                    // reply is the same for everyone.
-                    let reply = if all && added.len() == self.symbols.len() {
-                        self.all_subscribed
-                            .get_or_insert_with(|| names_reply(&self.symbols, &added, true))
-                            .clone()
-                    } else {
-                        names_reply(&self.symbols, &added, true)
-                    };
-                    let mut frames = vec![reply];
-                    let mut budget = MAX_REPLAY_TICKS;
-                    for &id in &added {
-                        match from.get(&id) {
-                            Some(&seen) => {
-                                self.resume(id, seen, interval.is_some(), &mut budget, &mut frames);
-                            }
-                            None => frames.extend(self.snapshot_frame(id, TickKind::Snapshot)),
-                        }
-                    }
-                    outbox.push_replies(frames);
-                }
-                let _ = done.send(());
-            }
-            Command::Unsubscribe {
-                conn,
-                removed,
-                known,
-                done,
-            } => {
-                if known > 0 {
-                    self.meet(known as SymbolId - 1);
-                }
-                self.index.unsubscribe(conn, &removed, known);
-                self.throttles.unsubscribe(conn, &removed);
-                if let Some(outbox) = self.index.outbox(conn) {
-                    outbox.forget_symbols(&removed);
-                    let everything = removed.len() == self.symbols.len()
-                        && removed.windows(2).all(|w| w[0] < w[1]);
-                    let reply = if everything {
-                        self.all_unsubscribed
-                            .get_or_insert_with(|| names_reply(&self.symbols, &removed, false))
-                            .clone()
-                    } else {
-                        names_reply(&self.symbols, &removed, false)
-                    };
-                    outbox.push_reply(reply);
-                }
-                let _ = done.send(());
-            }
-            Command::Quotes { reply } => {
-                let _ = reply.send(self.symbols.iter().map(|state| state.last).collect());
-            }
-        }
-    }
 }
 
-/// Counts what a push did.
-fn count_push(stats: &Stats, pushed: Pushed) {
-    match pushed {
-        Pushed::Queued | Pushed::Dropped => {}
-        Pushed::Conflated => Stats::add(&stats.conflated, 1),
-        Pushed::ClosedSlow => {
-            tracing::info!("closed a client that stayed behind: slow consumer");
-        }
-    }
-}
-
-/// Resolves at `deadline`, or never without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
+impl Drop for Fanout {
+    fn drop(&mut self) {
+        // Take this shard's share out of the gauge.
+        self.stats
+            .subscriptions
+            .fetch_sub(self.counted, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::outbox::OutboxLimits;
+    use crate::price::Price;
+    use outbox::{OutboxLimits, Take};
+    use std::collections::VecDeque;
 
-    fn outbox() -> Arc<Outbox> {
-        Arc::new(Outbox::new(OutboxLimits {
+    fn outbox() -> Outbox {
+        Outbox::new(OutboxLimits {
             max_bytes: 1 << 20,
             slow_consumer_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(60),
-        }))
+        })
     }
 
-    fn subscribe(conn: ConnId, added: Vec<SymbolId>) -> (Command, oneshot::Receiver<()>) {
-        let (done, applied) = oneshot::channel();
-        let command = Command::Subscribe {
-            conn,
-            all: false,
-            added,
-            from: HashMap::new(),
-            interval: None,
-            known: 2,
-            done,
-        };
-        (command, applied)
+    fn sent(outboxes: &mut Outboxes, key: Key) -> Vec<String> {
+        let mut batch = VecDeque::new();
+        let _ = outboxes.get_mut(key).unwrap().take(&mut batch);
+        batch
+            .iter()
+            .map(|f| {
+                let (_, payload) = crate::wire::frame::parse_unmasked(f).unwrap();
+                String::from_utf8(payload.to_vec()).unwrap()
+            })
+            .collect()
+    }
+
+    fn tick(symbol: SymbolId, seq: u64) -> Tick {
+        Tick {
+            symbol,
+            seq,
+            px: Price::from_scaled(10_000, 2).unwrap(),
+            bid: Price::from_scaled(9_999, 2).unwrap(),
+            ask: Price::from_scaled(10_001, 2).unwrap(),
+            size: 100,
+            ts: 1,
+        }
     }
 
     #[test]
-    fn a_panic_applying_one_connections_command_closes_only_that_connection() {
+    fn a_subscriber_gets_its_snapshot_then_every_tick_and_nothing_after_leaving() {
         let symbols =
             Arc::new(Symbols::fixed([("AAPL".to_string(), 2), ("MSFT".to_string(), 2)]).unwrap());
         let stats = Arc::new(Stats::default());
-        let (mut fanout, _handle, _commands) = Fanout::new(symbols, 16, stats.clone());
-        let (buggy, fine) = (outbox(), outbox());
-        fanout.apply_isolated(Command::Attach {
-            conn: 1,
-            outbox: buggy.clone(),
-        });
-        fanout.apply_isolated(Command::Attach {
-            conn: 2,
-            outbox: fine.clone(),
-        });
-        // A symbol id no session would send: the fan-out indexes past its
-        // tables, as a bug would make it.
-        let (command, _) = subscribe(1, vec![99]);
-        fanout.apply_isolated(command);
-        assert_eq!(stats.connection_panics.load(Ordering::Relaxed), 1);
-        assert!(buggy.is_closing(), "the connection it was for is closed");
-        assert!(fanout.index.outbox(1).is_none(), "and detached");
-        assert!(!fine.is_closing());
-        // The fan-out goes on serving the others.
-        let (command, mut applied) = subscribe(2, vec![0]);
-        fanout.apply_isolated(command);
-        assert!(applied.try_recv().is_ok(), "the next subscribe is answered");
-        assert_eq!(stats.connection_panics.load(Ordering::Relaxed), 1);
+        let mut fanout = Fanout::new(symbols, 16, stats.clone());
+        let mut outboxes = Outboxes::new(stats.clone());
+        outboxes.insert(0, outbox());
+        let now = Instant::now();
+        fanout.dispatch(&tick(0, 1), now, &mut outboxes);
+        fanout.subscribe(
+            0,
+            Subscribe {
+                added: vec![0],
+                known: 2,
+                ..Subscribe::default()
+            },
+            &mut outboxes,
+        );
+        fanout.dispatch(&tick(0, 2), now, &mut outboxes);
+        fanout.dispatch(&tick(1, 1), now, &mut outboxes);
+        let got = sent(&mut outboxes, 0);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].contains("subscribed"), "{got:?}");
+        assert!(got[1].contains("snapshot") && got[1].contains("\"seq\":1"));
+        assert!(got[2].contains("\"tick\"") && got[2].contains("\"seq\":2"));
+        assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 1);
+        fanout.detach(0, false, [(0, None)]);
+        assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 0);
+        fanout.dispatch(&tick(0, 3), now, &mut outboxes);
+        assert!(matches!(
+            outboxes.get_mut(0).unwrap().take(&mut VecDeque::new()),
+            Take::Idle
+        ));
     }
 }

@@ -11,6 +11,10 @@
 //! are never queued: conflation is the fan-out's "latest tick" slot, shared
 //! by everyone.
 //!
+//! Which interval each connection follows a symbol at is kept by the
+//! connection (`session::Subscriptions`); the lanes only know who to send
+//! what.
+//!
 //! Intervals are `1 / max_hz` rounded *up* to two significant digits (so
 //! the rate never exceeds `max_hz`), which bounds the number of lanes to a
 //! few hundred whatever clients ask for.
@@ -18,14 +22,12 @@
 //! [`SubscriberIndex`]: super::index::SubscriberIndex
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
 
-use super::ConnId;
-use crate::session::outbox::{Outbox, Pushed};
+use super::index::Key;
 use crate::tick::SymbolId;
 
 /// The update interval for `max_hz`: `1 / max_hz` rounded up to two
@@ -52,18 +54,12 @@ pub struct Latest {
     pub reset: Option<(u64, Bytes)>,
 }
 
-#[derive(Debug)]
-struct Member {
-    outbox: Arc<Outbox>,
-    /// Newest `seq` of the symbol this member has been sent.
-    sent_seq: u64,
-}
-
 #[derive(Debug, Default)]
 struct LaneSymbol {
     /// Newest `seq` of the symbol at the lane's last flush.
     flushed_seq: u64,
-    members: IndexMap<ConnId, Member>,
+    /// Each member and the newest `seq` of the symbol it has been sent.
+    members: IndexMap<Key, u64>,
 }
 
 #[derive(Debug)]
@@ -76,30 +72,21 @@ struct Lane {
 #[derive(Debug, Default)]
 pub struct Throttles {
     lanes: BTreeMap<Duration, Lane>,
-    /// Each connection's throttled symbols and their interval.
-    by_conn: HashMap<ConnId, HashMap<SymbolId, Duration>>,
     /// Throttled (connection, symbol) subscriptions.
     count: usize,
 }
 
 impl Throttles {
-    /// Adds `conn`'s throttled subscription to `symbol`; `sent_seq` is the
-    /// newest `seq` it has (from its snapshot or replay).
+    /// Adds `key`'s throttled subscription to `symbol` at `interval`;
+    /// `sent_seq` is the newest `seq` it has (from its snapshot or replay).
     pub fn subscribe(
         &mut self,
-        conn: ConnId,
-        outbox: &Arc<Outbox>,
+        key: Key,
         symbol: SymbolId,
         interval: Duration,
         sent_seq: u64,
         now: Instant,
     ) {
-        let symbols = self.by_conn.entry(conn).or_default();
-        if symbols.contains_key(&symbol) {
-            return;
-        }
-        symbols.insert(symbol, interval);
-        self.count += 1;
         let lane = self.lanes.entry(interval).or_insert_with(|| Lane {
             next_flush: now + interval,
             symbols: HashMap::new(),
@@ -108,13 +95,9 @@ impl Throttles {
             flushed_seq: sent_seq,
             members: IndexMap::new(),
         });
-        entry.members.insert(
-            conn,
-            Member {
-                outbox: outbox.clone(),
-                sent_seq,
-            },
-        );
+        if entry.members.insert(key, sent_seq).is_none() {
+            self.count += 1;
+        }
     }
 
     /// Throttled (connection, symbol) subscriptions.
@@ -127,54 +110,21 @@ impl Throttles {
         self.count == 0
     }
 
-    /// Whether `conn` follows `symbol` through a lane.
-    pub fn is_subscribed(&self, conn: ConnId, symbol: SymbolId) -> bool {
-        self.by_conn
-            .get(&conn)
-            .is_some_and(|symbols| symbols.contains_key(&symbol))
-    }
-
-    /// Removes `conn`'s throttled subscriptions to `symbols`.
-    pub fn unsubscribe(&mut self, conn: ConnId, symbols: &[SymbolId]) {
-        let Some(subscribed) = self.by_conn.get_mut(&conn) else {
-            return;
-        };
-        for symbol in symbols {
-            if let Some(interval) = subscribed.remove(symbol) {
-                self.count -= 1;
-                Self::leave(&mut self.lanes, conn, *symbol, interval);
-            }
-        }
-        if subscribed.is_empty() {
-            self.by_conn.remove(&conn);
-        }
-    }
-
-    /// Removes every throttled subscription of `conn`.
-    pub fn detach(&mut self, conn: ConnId) {
-        for (symbol, interval) in self.by_conn.remove(&conn).unwrap_or_default() {
-            self.count -= 1;
-            Self::leave(&mut self.lanes, conn, symbol, interval);
-        }
-    }
-
-    fn leave(
-        lanes: &mut BTreeMap<Duration, Lane>,
-        conn: ConnId,
-        symbol: SymbolId,
-        interval: Duration,
-    ) {
-        let Some(lane) = lanes.get_mut(&interval) else {
+    /// Removes `key`'s subscription to `symbol` at `interval`.
+    pub fn unsubscribe(&mut self, key: Key, symbol: SymbolId, interval: Duration) {
+        let Some(lane) = self.lanes.get_mut(&interval) else {
             return;
         };
         if let Some(entry) = lane.symbols.get_mut(&symbol) {
-            entry.members.swap_remove(&conn);
+            if entry.members.swap_remove(&key).is_some() {
+                self.count -= 1;
+            }
             if entry.members.is_empty() {
                 lane.symbols.remove(&symbol);
             }
         }
         if lane.symbols.is_empty() {
-            lanes.remove(&interval);
+            self.lanes.remove(&interval);
         }
     }
 
@@ -184,13 +134,13 @@ impl Throttles {
     }
 
     /// Flushes every lane due at `now`: `latest` gives a symbol's newest
-    /// tick if it has traded since `flushed_seq`; `pushed` hears of every
-    /// push. Returns the number of pushes.
+    /// tick if it has traded since `flushed_seq`; `push` sends a frame of
+    /// a symbol to a member. Returns the number of pushes.
     pub fn flush_due(
         &mut self,
         now: Instant,
         mut latest: impl FnMut(SymbolId, u64) -> Option<Latest>,
-        mut pushed: impl FnMut(Pushed),
+        mut push: impl FnMut(Key, SymbolId, &Bytes),
     ) -> usize {
         let mut pushes = 0;
         for (interval, lane) in &mut self.lanes {
@@ -199,8 +149,8 @@ impl Throttles {
             }
             lane.next_flush += *interval;
             if lane.next_flush <= now {
-                // The fan-out was busy for more than an interval: resume
-                // the clock from now rather than flush in a burst.
+                // The shard was busy for more than an interval: resume the
+                // clock from now rather than flush in a burst.
                 lane.next_flush = now + *interval;
             }
             for (&symbol, entry) in &mut lane.symbols {
@@ -208,16 +158,16 @@ impl Throttles {
                     continue;
                 };
                 entry.flushed_seq = latest.seq;
-                for member in entry.members.values_mut() {
-                    if member.sent_seq >= latest.seq {
+                for (&key, sent_seq) in entry.members.iter_mut() {
+                    if *sent_seq >= latest.seq {
                         continue;
                     }
                     let frame = match &latest.reset {
-                        Some((gap_seq, reset)) if member.sent_seq < *gap_seq => reset,
+                        Some((gap_seq, reset)) if *sent_seq < *gap_seq => reset,
                         _ => &latest.tick,
                     };
-                    pushed(member.outbox.push_tick(symbol, frame, now));
-                    member.sent_seq = latest.seq;
+                    push(key, symbol, frame);
+                    *sent_seq = latest.seq;
                     pushes += 1;
                 }
             }
@@ -229,8 +179,6 @@ impl Throttles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::outbox::{OutboxLimits, Take};
-    use std::collections::VecDeque;
 
     #[test]
     fn intervals_round_up_so_the_rate_never_exceeds_max_hz() {
@@ -244,29 +192,12 @@ mod tests {
         }
     }
 
-    fn outbox() -> Arc<Outbox> {
-        Arc::new(Outbox::new(OutboxLimits {
-            max_bytes: 1 << 20,
-            slow_consumer_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(60),
-        }))
-    }
-
-    fn sent(outbox: &Outbox) -> Vec<Bytes> {
-        let mut batch = VecDeque::new();
-        match outbox.take(&mut batch) {
-            Take::Frames => batch.into(),
-            _ => Vec::new(),
-        }
-    }
-
     #[test]
     fn sends_only_the_newest_tick_once_per_interval_and_nothing_when_quiet() {
         let start = Instant::now();
         let interval = Duration::from_millis(250);
         let mut throttles = Throttles::default();
-        let a = outbox();
-        throttles.subscribe(1, &a, 0, interval, 5, start);
+        throttles.subscribe(1, 0, interval, 5, start);
         let latest = |seq: u64| {
             move |_: SymbolId, flushed: u64| {
                 (seq > flushed).then(|| Latest {
@@ -276,17 +207,25 @@ mod tests {
                 })
             }
         };
+        let mut sent = Vec::new();
         // Not due yet: nothing, however many ticks came.
-        assert_eq!(throttles.flush_due(start, latest(9), |_| {}), 0);
+        assert_eq!(throttles.flush_due(start, latest(9), |_, _, _| {}), 0);
         // Due: the newest only.
         let due = start + interval;
         assert_eq!(throttles.next_flush(), Some(due));
-        assert_eq!(throttles.flush_due(due, latest(9), |_| {}), 1);
-        assert_eq!(sent(&a), [Bytes::from("9")]);
+        let pushes = throttles.flush_due(due, latest(9), |key, _, frame| {
+            sent.push((key, frame.clone()));
+        });
+        assert_eq!(pushes, 1);
+        assert_eq!(sent, [(1, Bytes::from("9"))]);
         // Quiet interval: nothing.
-        assert_eq!(throttles.flush_due(due + interval, latest(9), |_| {}), 0);
-        throttles.detach(1);
+        assert_eq!(
+            throttles.flush_due(due + interval, latest(9), |_, _, _| {}),
+            0
+        );
+        throttles.unsubscribe(1, 0, interval);
         assert_eq!(throttles.next_flush(), None);
+        assert!(throttles.is_empty());
     }
 
     #[test]
@@ -294,10 +233,9 @@ mod tests {
         let start = Instant::now();
         let interval = Duration::from_millis(100);
         let mut throttles = Throttles::default();
-        let (a, b) = (outbox(), outbox());
-        throttles.subscribe(1, &a, 0, interval, 3, start);
-        // b joins later, already holding seq 4 (its snapshot).
-        throttles.subscribe(2, &b, 0, interval, 4, start);
+        throttles.subscribe(1, 0, interval, 3, start);
+        // 2 joins later, already holding seq 4 (its snapshot).
+        throttles.subscribe(2, 0, interval, 4, start);
         let latest = |_: SymbolId, flushed: u64| {
             (4 > flushed).then(|| Latest {
                 seq: 4,
@@ -305,11 +243,13 @@ mod tests {
                 reset: Some((4, Bytes::from("reset 4"))),
             })
         };
-        assert_eq!(throttles.flush_due(start + interval, latest, |_| {}), 1);
-        assert_eq!(sent(&a), [Bytes::from("reset 4")]);
-        assert!(sent(&b).is_empty());
-        throttles.unsubscribe(1, &[0]);
-        assert!(!throttles.is_subscribed(1, 0));
-        assert!(throttles.is_subscribed(2, 0));
+        let mut sent = Vec::new();
+        let pushes = throttles.flush_due(start + interval, latest, |key, _, frame| {
+            sent.push((key, frame.clone()));
+        });
+        assert_eq!(pushes, 1);
+        assert_eq!(sent, [(1, Bytes::from("reset 4"))]);
+        throttles.unsubscribe(1, 0, interval);
+        assert_eq!(throttles.len(), 1);
     }
 }

@@ -1,7 +1,7 @@
 //! What every external feed (`/ingest`, NATS) does with a tick it
 //! received, in one place so the feeds cannot drift: read the prices
 //! exactly, find the symbol (or learn it), check the seq and the symbol's
-//! precision, publish into the ring, count, and wake the fan-out once per
+//! precision, publish into the ring, count, and wake the shards once per
 //! message.
 //!
 //! A feed decodes its own wire form into an [`Incoming`] tick (a JSON
@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::Notify;
 
+use super::Wake;
 use crate::price::Price;
 use crate::protocol::{truncate, ErrorCode, ProtocolError};
 use crate::ring::Producer;
@@ -137,7 +137,7 @@ pub struct Intake {
     ids: HashMap<Box<str>, SymbolId>,
     known: Vec<Known>,
     stats: Arc<Stats>,
-    wake: Arc<Notify>,
+    wake: Wake,
     /// Ticks published since the last [`Intake::finish`].
     published: u64,
 }
@@ -148,7 +148,7 @@ impl Intake {
         producer: Producer<Tick>,
         symbols: Arc<Symbols>,
         stats: Arc<Stats>,
-        wake: Arc<Notify>,
+        wake: Wake,
     ) -> Self {
         Intake {
             producer,
@@ -186,7 +186,7 @@ impl Intake {
         if self.published > 0 {
             Stats::add(&self.stats.ticks_ingested, self.published);
             self.published = 0;
-            self.wake.notify_one();
+            self.wake.wake();
         }
     }
 
@@ -284,7 +284,7 @@ mod tests {
             producer,
             Arc::new(symbols),
             Arc::new(Stats::default()),
-            Arc::new(Notify::new()),
+            Wake::nobody(),
         );
         (intake, cursor)
     }

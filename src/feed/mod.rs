@@ -1,8 +1,8 @@
 //! Stage 1 of the data path: where ticks come from.
 //!
 //! A feed runs on its own thread, writes each tick into the `ring` through
-//! the ring's single [`Producer`], and nudges the `fanout` with a
-//! [`Notify`]. Whatever the source, a feed promises: per-symbol `seq`
+//! the ring's single [`Producer`], and wakes the ring's readers (every
+//! shard) with a [`Wake`]. Whatever the source, a feed promises: per-symbol `seq`
 //! increases by exactly 1, `ts` is the producer's wall clock in ns, and the
 //! producer never waits for consumers (the ring overwrites, readers that
 //! fall a whole ring behind are told how much they lost).
@@ -22,21 +22,40 @@ pub mod symbols;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-use tokio::sync::Notify;
+use std::time::Instant;
 
 use crate::ring::Producer;
-use crate::tick::Tick;
+use crate::tick::{now_nanos, Tick};
 use pacer::Pacer;
 use sim::Simulator;
 
-/// Wall-clock time in nanoseconds since the Unix epoch.
-pub fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+/// Called after each batch of ticks a feed publishes: wakes every reader
+/// of the ring (each shard's event loop). One call per batch, not per
+/// tick: a reader drains everything published so far each time it runs.
+#[derive(Clone)]
+pub struct Wake(Arc<dyn Fn() + Send + Sync>);
+
+impl Wake {
+    /// Wakes by calling `wake`.
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Wake(Arc::new(wake))
+    }
+
+    /// Wakes nobody: for a ring whose readers poll it.
+    pub fn nobody() -> Self {
+        Wake::new(|| {})
+    }
+
+    /// Wakes the ring's readers.
+    pub fn wake(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wake")
+    }
 }
 
 /// A running feed thread; stopping it (or dropping the handle) ends the
@@ -74,7 +93,7 @@ pub fn spawn_simulator(
     mut simulator: Simulator,
     rate: f64,
     mut producer: Producer<Tick>,
-    wake: Arc<Notify>,
+    wake: Wake,
 ) -> std::io::Result<FeedHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
@@ -102,7 +121,7 @@ pub fn spawn_simulator(
                 if due > 0 {
                     // One wake-up per batch: the fan-out drains everything
                     // published so far each time it runs.
-                    wake.notify_one();
+                    wake.wake();
                 }
                 let deadline = pacer.next_deadline();
                 let now = Instant::now();

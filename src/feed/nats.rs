@@ -57,10 +57,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Serialize;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::external::{Incoming, Intake, JsonTick};
+use super::Wake;
 use crate::price::Price;
 use crate::protocol::json;
 use crate::ring::Producer;
@@ -265,7 +265,7 @@ impl NatsFeed {
 pub fn spawn(
     url: &str,
     producer: Producer<Tick>,
-    wake: Arc<Notify>,
+    wake: Wake,
     symbols: Arc<Symbols>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,

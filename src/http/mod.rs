@@ -1,10 +1,12 @@
 //! The edge: accepts TCP connections, terminates TLS on them (with
 //! `--tls-cert`/`--tls-key`), serves HTTP/1.1 with hyper, and routes
 //! requests.
+//! None of it runs on a shard's thread, so the control plane cannot delay
+//! ticks.
 //!
 //! * `GET /` (and `/dashboard.js`, `/dashboard.css`) → [`dashboard`]: the
 //!   live dashboard page, built into the binary.
-//! * `GET /ws` → [`ws`]: WebSocket upgrade, then a `session`.
+//! * `GET /ws` → [`ws`]: WebSocket upgrade, then handoff to a `shard`.
 //! * `GET /ingest` → [`ws`]: a publisher's upgrade (with `--feed ingest`).
 //! * `GET <--echo-route>` → [`ws`]: the echo endpoint for conformance
 //!   suites (off by default).
@@ -17,12 +19,15 @@ pub mod status;
 pub mod ws;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -36,10 +41,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::fanout::{ConnId, FanoutHandle};
 use crate::feed::ingest::IngestPort;
 use crate::metrics::Metrics;
-use crate::session::{isolated, SessionContext};
+use crate::session::{ConnId, SessionContext};
+use crate::shard::Shards;
+use crate::stats::Stats;
 use limits::ConnectionLimits;
 
 /// Response body type of every route.
@@ -48,10 +54,10 @@ pub type Body = Full<Bytes>;
 /// What the routes share.
 #[derive(Debug)]
 pub struct AppState {
-    /// Given to every WebSocket session.
+    /// What every WebSocket session is served with.
     pub session: Arc<SessionContext>,
-    /// For `/symbols`.
-    pub fanout: FanoutHandle,
+    /// Where upgraded WebSocket connections go; `/symbols` asks them too.
+    pub shards: Arc<Shards>,
     /// `/symbols`' answers, shared by concurrent requests.
     pub quotes: status::Quotes,
     /// For `/metrics`.
@@ -72,7 +78,7 @@ pub struct AppState {
     pub next_conn: AtomicU64,
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
-    /// Tracks every connection task, so shutdown can wait for them.
+    /// Tracks every HTTP connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
 }
 
@@ -217,6 +223,30 @@ async fn route(
         ),
     };
     Ok(response)
+}
+
+/// Runs `work`, one connection's handling on the edge; a panic in it ends
+/// only that work: it is logged (as a bug, with `what` it was and the
+/// panic's message), counted in [`Stats::connection_panics`], and `None` is
+/// returned. The server is built with `panic = "unwind"` for this.
+pub async fn isolated<F: Future>(stats: &Stats, what: &str, work: F) -> Option<F::Output> {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(output) => Some(output),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            tracing::error!(
+                panic = message,
+                "a panic ended {what}; the server carries on, other clients are unaffected. \
+                 This is a bug: please report it with this log line"
+            );
+            Stats::add(&stats.connection_panics, 1);
+            None
+        }
+    }
 }
 
 /// A plain-text response.

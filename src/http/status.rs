@@ -11,20 +11,20 @@ use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::{text, AppState, Body};
-use crate::fanout::FanoutHandle;
 use crate::price::Price;
 use crate::tick::Tick;
 
 /// The last quotes of every symbol, as `GET /symbols` serves them.
 ///
-/// They stay with the fan-out, which owns them: asking it is a command on
-/// its channel, answered between two passes, so the tick path shares no
-/// lock with HTTP. What keeps a flood of requests from costing the tick
-/// path is that concurrent requests share one answer: a request is served
-/// the newest snapshot taken after it arrived, and while one is being
-/// taken, every request that comes in waits for the next. However many
-/// requests a second arrive, the fan-out copies its quotes at most once
-/// per pass, and each request still sees every tick published before it.
+/// They stay with the first shard's fan-out, which owns them: asking it is
+/// a message on its control channel, answered between two passes, so the
+/// tick path shares no lock with HTTP. What keeps a flood of requests from
+/// costing the tick path is that concurrent requests share one answer: a
+/// request is served the newest snapshot taken after it arrived, and while
+/// one is being taken, every request that comes in waits for the next.
+/// However many requests a second arrive, the shard copies its quotes at
+/// most once per pass, and each request sees every tick that shard had
+/// fanned out when it was asked.
 #[derive(Debug, Default)]
 pub struct Quotes {
     /// The newest snapshot and when it was asked for.
@@ -35,9 +35,13 @@ pub struct Quotes {
 pub type Snapshot = Arc<Vec<Option<Tick>>>;
 
 impl Quotes {
-    /// A snapshot taken after this call began; `None` once the fan-out
-    /// has stopped (shutdown).
-    pub async fn get(&self, fanout: &FanoutHandle) -> Option<Snapshot> {
+    /// A snapshot taken (by `take`) after this call began; `None` once the
+    /// shards have stopped (shutdown).
+    pub async fn get<F, Fut>(&self, take: F) -> Option<Snapshot>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Option<Vec<Option<Tick>>>>,
+    {
         let arrived = Instant::now();
         let mut latest = self.latest.lock().await;
         if let Some((asked_at, quotes)) = &*latest {
@@ -46,7 +50,7 @@ impl Quotes {
             }
         }
         let asked_at = Instant::now();
-        let quotes = Arc::new(fanout.quotes().await?);
+        let quotes = Arc::new(take().await?);
         *latest = Some((asked_at, quotes.clone()));
         Some(quotes)
     }
@@ -115,7 +119,7 @@ pub async fn symbols(req: &Request<Incoming>, state: &Arc<AppState>) -> Response
             }
         }
     };
-    let Some(quotes) = state.quotes.get(&state.fanout).await else {
+    let Some(quotes) = state.quotes.get(|| state.shards.quotes()).await else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down\n",
@@ -149,41 +153,33 @@ pub async fn symbols(req: &Request<Incoming>, state: &Arc<AppState>) -> Response
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fanout::Command;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_share_snapshots_and_none_is_stale() {
-        let (sender, mut commands) = tokio::sync::mpsc::channel(1024);
-        let fanout = FanoutHandle::from_sender(sender);
-        // The fan-out's part: each snapshot carries its own number.
+        // The shard's part: each snapshot carries its own number.
         let taken = Arc::new(AtomicU64::new(0));
-        let counter = taken.clone();
-        tokio::spawn(async move {
-            while let Some(command) = commands.recv().await {
-                if let Command::Quotes { reply } = command {
-                    tokio::task::yield_now().await;
-                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                    let tick = Tick {
-                        symbol: 0,
-                        seq: n,
-                        px: Price::ZERO,
-                        bid: Price::ZERO,
-                        ask: Price::ZERO,
-                        size: 1,
-                        ts: 0,
-                    };
-                    let _ = reply.send(vec![Some(tick)]);
-                }
-            }
-        });
+        let take = |counter: Arc<AtomicU64>| async move {
+            tokio::task::yield_now().await;
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            let tick = Tick {
+                symbol: 0,
+                seq: n,
+                px: Price::ZERO,
+                bid: Price::ZERO,
+                ask: Price::ZERO,
+                size: 1,
+                ts: 0,
+            };
+            Some(vec![Some(tick)])
+        };
         let quotes = Arc::new(Quotes::default());
         let requests: Vec<_> = (0..500)
             .map(|_| {
-                let (quotes, fanout, taken) = (quotes.clone(), fanout.clone(), taken.clone());
+                let (quotes, taken) = (quotes.clone(), taken.clone());
                 tokio::spawn(async move {
                     let before = taken.load(Ordering::SeqCst);
-                    let got = quotes.get(&fanout).await.unwrap();
+                    let got = quotes.get(|| take(taken.clone())).await.unwrap();
                     // Taken after the request arrived: newer than any
                     // snapshot that existed when it did.
                     assert!(got[0].unwrap().seq > before);

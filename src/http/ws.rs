@@ -2,13 +2,12 @@
 //! upgrade, then hand-over to a `session`.
 //!
 //! fastwebsockets performs the handshake. Once hyper has switched
-//! protocols, the session takes the raw connection back out of hyper
+//! protocols, the raw connection comes back out of hyper
 //! (`Upgraded::downcast`: a `TcpStream`, or a TLS stream with TLS on)
-//! together with any bytes the client sent right after its handshake,
-//! because the session writes pre-built shared frames to the socket
-//! itself.
+//! together with any bytes the client sent right after its handshake, and
+//! is handed to a `shard`, whose event loop serves it from then on: the
+//! edge keeps nothing of it but its place under the connection limits.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -20,12 +19,16 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::limits::LimitReached;
-use super::{text, AppState, Body};
+use super::{isolated, text, AppState, Body};
 use crate::auth::Grant;
 use crate::feed::ingest::Refused;
-use crate::session;
-use crate::session::isolated;
-use crate::session::socket::{Socket, TlsSocket};
+use crate::session::Mode;
+use crate::shard::connection::Held;
+use crate::shard::transport::Transport;
+use crate::shard::Handoff;
+
+/// A server-side TLS stream over TCP, as the edge's acceptor makes it.
+type TlsSocket = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// `GET /ws`: answers an upgrade request with 101 and starts a client
 /// session, or explains why not. With `--auth-secret` the client's token
@@ -48,12 +51,7 @@ pub fn upgrade(req: Request<Incoming>, peer: IpAddr, state: &Arc<AppState>) -> R
         Ok(slot) => slot,
         Err(full) => return limited(full),
     };
-    let conn = state.conn_id();
-    let ctx = state.session.clone();
-    accept(req, state, move |socket, early| async move {
-        session::run(conn, socket, early, ctx, grant).await;
-        drop(slot);
-    })
+    accept(req, state, Mode::Client, grant, Box::new(slot))
 }
 
 /// 403 unless the request's `Origin` (if any) is allowed.
@@ -101,12 +99,13 @@ pub fn echo(req: Request<Incoming>, peer: IpAddr, state: &Arc<AppState>) -> Resp
         Ok(slot) => slot,
         Err(full) => return limited(full),
     };
-    let conn = state.conn_id();
-    let ctx = state.session.clone();
-    accept(req, state, move |socket, early| async move {
-        session::echo::run(conn, socket, early, ctx).await;
-        drop(slot);
-    })
+    accept(
+        req,
+        state,
+        Mode::Echo,
+        Grant::unrestricted(),
+        Box::new(slot),
+    )
 }
 
 /// A `401` with `body` and the `WWW-Authenticate: Bearer` challenge.
@@ -119,29 +118,63 @@ pub(super) fn unauthorized(body: String) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-/// `GET /ingest`: admits a publisher (401 without the right token; a
-/// connected publisher is replaced, 409 if it does not let go in time) and
-/// hands it the ring.
-pub async fn ingest(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+/// `GET /ingest`: admits a publisher (401 without the right token; 426
+/// without an upgrade, 400 for a bad handshake; a connected publisher is
+/// replaced, 409 if it does not let go in time), completes the upgrade
+/// with fastwebsockets and hands the publisher the ring
+/// ([`Publisher::run`](crate::feed::ingest::Publisher::run)) on a task of
+/// its own.
+pub async fn ingest(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
     let Some(port) = &state.ingest else {
         return text(
             StatusCode::NOT_FOUND,
             "this server runs its built-in feed; start it with --feed ingest --ingest-token TOKEN to accept publishers\n",
         );
     };
-    let publisher = match port.admit(presented_token(&req).as_deref()).await {
+    let token = presented_token(&req);
+    let bad_token = || {
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            "a publisher needs the server's ingest token: send `Authorization: Bearer TOKEN` or ?token=TOKEN\n",
+        );
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    };
+    // The token first, then the handshake, and only then the takeover: a
+    // request that cannot become a publisher never closes the current one.
+    if !port.is_token(token.as_deref()) {
+        return bad_token();
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        let mut response = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "this is the publishers' WebSocket endpoint: connect with a WebSocket client, \
+             e.g. `feed-sim publish`, and send ticks as JSON text frames\n",
+        );
+        response.headers_mut().insert(
+            hyper::header::UPGRADE,
+            hyper::header::HeaderValue::from_static("websocket"),
+        );
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("Upgrade"),
+        );
+        return response;
+    }
+    let (response, upgrade) =
+        match fastwebsockets::upgrade::upgrade(&mut req) {
+            Ok(parts) => parts,
+            Err(_) => return text(
+                StatusCode::BAD_REQUEST,
+                "bad WebSocket handshake: send Sec-WebSocket-Key and Sec-WebSocket-Version: 13\n",
+            ),
+        };
+    let publisher = match port.admit(token.as_deref()).await {
         Ok(publisher) => publisher,
-        Err(Refused::BadToken) => {
-            let mut response = text(
-                StatusCode::UNAUTHORIZED,
-                "a publisher needs the server's ingest token: send `Authorization: Bearer TOKEN` or ?token=TOKEN\n",
-            );
-            response.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                hyper::header::HeaderValue::from_static("Bearer"),
-            );
-            return response;
-        }
+        Err(Refused::BadToken) => return bad_token(),
         Err(Refused::Busy) => {
             return text(
                 StatusCode::CONFLICT,
@@ -149,9 +182,20 @@ pub async fn ingest(req: Request<Incoming>, state: &Arc<AppState>) -> Response<B
             )
         }
     };
-    accept(req, state, move |socket, early| {
-        publisher.run(socket, early)
-    })
+    let stats = state.session.stats.clone();
+    let connection = async move {
+        match upgrade.await {
+            Ok(ws) => publisher.run(ws).await,
+            // Dropping the publisher gives the ring back.
+            Err(err) => tracing::debug!(%err, "the publisher's WebSocket upgrade did not complete"),
+        }
+    };
+    // A panic while serving the publisher ends its connection alone (and
+    // gives the ring back).
+    state
+        .tasks
+        .spawn(async move { isolated(&stats, "the /ingest publisher", connection).await });
+    response.map(|_| Full::new(Bytes::new()))
 }
 
 /// The token in `Authorization: Bearer …` or the `token` query parameter.
@@ -200,39 +244,25 @@ fn percent_decode(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Performs the handshake and, once hyper has switched protocols, runs
-/// `serve` on the raw connection and the bytes the peer sent after its
-/// handshake.
-fn accept<F, Fut>(mut req: Request<Incoming>, state: &Arc<AppState>, serve: F) -> Response<Body>
-where
-    F: FnOnce(Socket, Bytes) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        let mut response = text(
-            StatusCode::UPGRADE_REQUIRED,
-            "this is a WebSocket endpoint: connect with a WebSocket client, \
-             e.g. `websocat ws://HOST:PORT/ws`, then send {\"op\":\"subscribe\",\"symbols\":[\"AAPL\"]}\n",
-        );
-        response.headers_mut().insert(
-            hyper::header::UPGRADE,
-            hyper::header::HeaderValue::from_static("websocket"),
-        );
-        response.headers_mut().insert(
-            hyper::header::CONNECTION,
-            hyper::header::HeaderValue::from_static("Upgrade"),
-        );
-        return response;
+/// Performs the handshake and, once hyper has switched protocols, hands
+/// the raw connection and the bytes the peer sent after its handshake to
+/// a shard, to be served in `mode`.
+fn accept(
+    mut req: Request<Incoming>,
+    state: &Arc<AppState>,
+    mode: Mode,
+    grant: Grant,
+    held: Held,
+) -> Response<Body> {
+    if let Some(refused) = not_an_upgrade(&req) {
+        return refused;
     }
-    let (response, upgrade) =
-        match fastwebsockets::upgrade::upgrade(&mut req) {
-            Ok(parts) => parts,
-            Err(_) => return text(
-                StatusCode::BAD_REQUEST,
-                "bad WebSocket handshake: send Sec-WebSocket-Key and Sec-WebSocket-Version: 13\n",
-            ),
-        };
-    let stats = state.session.stats.clone();
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(parts) => parts,
+        Err(_) => return bad_handshake(),
+    };
+    let conn = state.conn_id();
+    let shards = state.shards.clone();
     let connection = async move {
         let upgraded = match upgrade.await {
             Ok(ws) => ws.into_inner().into_inner(),
@@ -241,20 +271,65 @@ where
                 return;
             }
         };
-        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => return serve(Socket::from(parts.io.into_inner()), parts.read_buf).await,
-            Err(upgraded) => upgraded,
+        let handed = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => Transport::from_tokio(parts.io.into_inner()).map(|t| (t, parts.read_buf)),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsSocket>>() {
+                Ok(parts) => {
+                    Transport::from_tokio_tls(parts.io.into_inner()).map(|t| (t, parts.read_buf))
+                }
+                Err(_) => {
+                    tracing::error!("upgraded connection is neither TCP nor TLS over TCP");
+                    return;
+                }
+            },
         };
-        match upgraded.downcast::<TokioIo<TlsSocket>>() {
-            Ok(parts) => serve(Socket::from(parts.io.into_inner()), parts.read_buf).await,
-            Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
+        match handed {
+            Ok((transport, early)) => shards.hand_off(Handoff {
+                transport,
+                early,
+                conn,
+                mode,
+                grant,
+                held,
+            }),
+            Err(err) => tracing::debug!(%err, "could not take an upgraded connection from tokio"),
         }
     };
-    // A panic while serving the upgraded connection ends it alone.
+    let stats = state.session.stats.clone();
+    // A panic while taking the upgraded connection ends it alone.
     state
         .tasks
-        .spawn(async move { isolated(&stats, "a WebSocket connection", connection).await });
+        .spawn(async move { isolated(&stats, "a WebSocket upgrade", connection).await });
     response.map(|_| Full::new(Bytes::new()))
+}
+
+/// 426 for a plain request to a WebSocket endpoint, saying how to connect.
+pub(super) fn not_an_upgrade(req: &Request<Incoming>) -> Option<Response<Body>> {
+    if fastwebsockets::upgrade::is_upgrade_request(req) {
+        return None;
+    }
+    let mut response = text(
+        StatusCode::UPGRADE_REQUIRED,
+        "this is a WebSocket endpoint: connect with a WebSocket client, \
+         e.g. `websocat ws://HOST:PORT/ws`, then send {\"op\":\"subscribe\",\"symbols\":[\"AAPL\"]}\n",
+    );
+    response.headers_mut().insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static("websocket"),
+    );
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    Some(response)
+}
+
+/// 400 for an upgrade request fastwebsockets cannot answer.
+pub(super) fn bad_handshake() -> Response<Body> {
+    text(
+        StatusCode::BAD_REQUEST,
+        "bad WebSocket handshake: send Sec-WebSocket-Key and Sec-WebSocket-Version: 13\n",
+    )
 }
 
 #[cfg(test)]

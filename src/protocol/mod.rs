@@ -6,7 +6,6 @@
 //! and snapshots are built by `fanout::encode`.
 
 pub mod error;
-pub mod frame;
 pub mod json;
 
 use bytes::Bytes;
@@ -240,7 +239,7 @@ pub enum ServerMsg<'a> {
 impl ServerMsg<'_> {
     /// This message as a complete WebSocket text frame.
     pub fn to_frame(&self) -> Bytes {
-        frame::text_frame_with(64, |buf| {
+        crate::wire::frame::text_frame_with(64, |buf| {
             serde_json::to_writer(bytes::BufMut::writer(buf), self)
                 .expect("serializing to memory cannot fail");
         })
@@ -398,11 +397,11 @@ mod tests {
     fn replies_are_json_frames() {
         let id = serde_json::Value::from("abc");
         let frame = ServerMsg::Pong { id: Some(&id) }.to_frame();
-        let (opcode, payload) = frame::parse_unmasked(&frame).unwrap();
+        let (opcode, payload) = crate::wire::frame::parse_unmasked(&frame).unwrap();
         assert_eq!(opcode, 1);
         assert_eq!(payload, br#"{"type":"pong","id":"abc"}"#);
         let err = ProtocolError::new(ErrorCode::UnknownSymbol, "no \"ZZZ\"").to_frame();
-        let (_, payload) = frame::parse_unmasked(&err).unwrap();
+        let (_, payload) = crate::wire::frame::parse_unmasked(&err).unwrap();
         let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["code"], "unknown_symbol");

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tickcast::protocol::frame::{self, opcode};
 use tickcast::stats::Stats;
+use tickcast::wire::frame::{self, opcode};
 use tickcast::{Config, Server};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;

@@ -8,7 +8,7 @@
 //! - every socket is read into one shared scratch buffer; a connection
 //!   keeps bytes of its own only while a frame is incomplete, so an idle
 //!   client costs its socket and its `seq` table;
-//! - frames are split in place ([`tickcast::protocol::frame`]), ticks are
+//! - frames are split in place ([`tickcast::wire::frame`]), ticks are
 //!   read by byte search ([`super::track`]), and nothing is allocated per
 //!   message;
 //! - the wall clock is read once per `read()`, not once per message: every
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use tickcast::feed::now_nanos;
-use tickcast::protocol::frame::{client_frame, frame_len, opcode, split_server_frame};
+use tickcast::tick::now_nanos;
+use tickcast::wire::frame::{client_frame, frame_len, opcode, split_server_frame};
 
 use super::track::{Event, Reading, Totals, Tracker, MAX_FRAME};
 use crate::net;

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use tickcast::protocol::frame::{opcode, split_server_frame};
 use tickcast::tick::SymbolId;
+use tickcast::wire::frame::{opcode, split_server_frame};
 
 use crate::report::Gaps;
 use crate::server_msg::{close_label, message_kind, Kind, TickFields};
@@ -226,8 +226,8 @@ mod tests {
     use super::*;
     use crate::report::Delivery;
     use tickcast::fanout::encode::{tick_frame, TickKind};
-    use tickcast::protocol::frame::{close_frame, text_frame};
     use tickcast::tick::Tick;
+    use tickcast::wire::frame::{close_frame, text_frame};
 
     fn tick(symbol: SymbolId, seq: u64, ts: u64) -> Tick {
         Tick {

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use tickcast::protocol::frame::{client_frame, frame_len, opcode, split_server_frame};
+use tickcast::wire::frame::{client_frame, frame_len, opcode, split_server_frame};
 
 use super::{Known, Shared, REPLY_TIMEOUT};
 use crate::net;

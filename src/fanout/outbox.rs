@@ -1,0 +1,639 @@
+//! `Outbox`: one connection's pending output, and where backpressure
+//! happens; [`Outboxes`]: every outbox of one shard, and which of them
+//! have something to send.
+//!
+//! The `fanout` pushes shared tick frames in, the connection's requests
+//! push replies (`subscribed`, snapshots, `pong`, errors) in, and the
+//! shard's writer takes everything queued at once after each pass and
+//! sends it in one vectored write. Both run on the shard's own thread, so
+//! an outbox is plain data: no lock, no wake-up.
+//!
+//! Backpressure, in three steps, all per connection:
+//! 1. **Bounded queue.** Ticks queue in order while the queued bytes stay
+//!    under `max_bytes`.
+//! 2. **Conflate.** Past `max_bytes` the client is *behind*: from then on
+//!    only the newest tick of each symbol is kept (the client sees a `seq`
+//!    jump and current prices once it reads again). Memory stays bounded by
+//!    one frame per subscribed symbol.
+//! 3. **Close.** A client still behind after `slow_consumer_timeout` (it
+//!    has not caught up since falling behind: its writer has not once
+//!    found the outbox empty or sent a whole batch without the socket
+//!    filling up) is closed with 1008 `slow consumer`. The writer also
+//!    closes a client whose socket accepts no byte at all for
+//!    `write_timeout`, which covers one that only has replies pending.
+//!
+//! Replies never conflate. Their bytes are counted apart, and the shard
+//! stops reading a connection's requests (and pings) while more than
+//! `max_bytes` of its replies wait. So a client that sends without reading
+//! the answers is held back by TCP rather than by the server's memory.
+//!
+//! Memory per connection is therefore bounded by about twice `max_bytes`
+//! (one batch in the writer's hands, up to `max_bytes` more queued) plus one
+//! frame per subscribed symbol while behind, plus at most one request's
+//! replies over the limit (a `*` subscribe's snapshots). An idle outbox
+//! holds no heap memory at all.
+//!
+//! Exactly one close frame is ever queued: the first [`Outbox::close`] wins.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+
+use crate::protocol::ProtocolError;
+use crate::stats::Stats;
+use crate::tick::SymbolId;
+use crate::wire::close::{self, CloseCode};
+use crate::wire::frame::{close_frame, ping_frame};
+
+/// Limits of one outbox.
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxLimits {
+    /// Queued tick bytes past which the client counts as behind and its
+    /// ticks are conflated.
+    pub max_bytes: usize,
+    /// How long a client may stay behind before it is closed with 1008.
+    pub slow_consumer_timeout: Duration,
+    /// How long the socket may accept no byte at all, while output waits,
+    /// before the client is closed with 1008 (catches a client that stops
+    /// reading while only replies, not ticks, are pending).
+    pub write_timeout: Duration,
+}
+
+/// What happened to a pushed tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued in order.
+    Queued,
+    /// Queued in place of an older tick of the same symbol, or the push
+    /// made the client start conflating.
+    Conflated,
+    /// This push found the client behind for too long and closed it.
+    ClosedSlow,
+    /// The outbox is closing; the tick was dropped.
+    Dropped,
+}
+
+/// What the writer should do next.
+#[derive(Debug)]
+pub enum Take {
+    /// Frames were moved into the writer's batch.
+    Frames,
+    /// Nothing to send.
+    Idle,
+    /// Send this close frame, then end the connection.
+    Close(Bytes),
+    /// End the connection without a close frame (the peer is gone).
+    Abort,
+}
+
+#[derive(Debug)]
+enum Closing {
+    Open,
+    /// A close frame waits to be sent: after what is queued, or at once
+    /// with everything queued dropped (`discard`).
+    Pending {
+        /// The close frame.
+        frame: Bytes,
+        /// Drop pending output instead of sending it first.
+        discard: bool,
+    },
+    /// The writer has taken the close frame.
+    Taken,
+    /// No close frame will be sent.
+    Aborted,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Outbox {
+    /// Frames in send order.
+    queue: VecDeque<Bytes>,
+    /// Bytes of ticks in `queue`.
+    tick_bytes: usize,
+    /// Bytes of replies in `queue`.
+    reply_bytes: usize,
+    /// Bytes of the frames in `latest` (0 exactly when it is empty).
+    latest_bytes: usize,
+    /// While behind: the newest unsent tick of each symbol, in first-
+    /// conflated order.
+    latest: IndexMap<SymbolId, Bytes>,
+    /// Since when the client is behind (its ticks conflate).
+    behind_since: Option<Instant>,
+    closing: Closing,
+    /// The most bytes queued at once.
+    peak_bytes: usize,
+    limits: OutboxLimits,
+    /// The client asked for `ticks` batches (`"batch":true`).
+    batch: bool,
+    /// A frame arrived from the peer since the last ping.
+    heard: bool,
+}
+
+impl Outbox {
+    /// An empty outbox with `limits`.
+    pub fn new(limits: OutboxLimits) -> Self {
+        Outbox {
+            queue: VecDeque::new(),
+            tick_bytes: 0,
+            reply_bytes: 0,
+            latest_bytes: 0,
+            latest: IndexMap::new(),
+            behind_since: None,
+            closing: Closing::Open,
+            peak_bytes: 0,
+            limits,
+            batch: false,
+            heard: true,
+        }
+    }
+
+    /// The peer sent a frame: it is alive.
+    pub fn heard(&mut self) {
+        self.heard = true;
+    }
+
+    /// Called every `interval` by whoever pings this connection: pings the
+    /// peer, or closes with 1008 if it sent nothing since the last ping.
+    pub fn ping_or_close(&mut self, interval: Duration) {
+        if !matches!(self.closing, Closing::Open) {
+            return;
+        }
+        if self.reply_bytes > self.limits.max_bytes {
+            // Reading is held back until the peer reads its replies, so
+            // it cannot hear a pong; the write timeout covers a peer that
+            // reads nothing.
+            return;
+        }
+        if !std::mem::replace(&mut self.heard, false) {
+            let reason = format!("no pong within {} s", interval.as_secs_f64());
+            self.close(close_frame(close::POLICY_VIOLATION, &reason));
+            return;
+        }
+        self.push_reply(ping_frame());
+    }
+
+    /// Switches `ticks` batches on or off for what is sent from now on.
+    pub fn set_batch(&mut self, batch: bool) {
+        self.batch = batch;
+    }
+
+    /// Whether ticks go out in `ticks` batches.
+    pub fn batches(&self) -> bool {
+        self.batch
+    }
+
+    /// Whether nothing waits to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.latest_bytes == 0 && !self.close_pending()
+    }
+
+    fn close_pending(&self) -> bool {
+        matches!(self.closing, Closing::Pending { .. })
+    }
+
+    /// Queues a tick frame of `symbol` (the shared frame from the fan-out).
+    pub fn push_tick(&mut self, symbol: SymbolId, frame: &Bytes, now: Instant) -> Pushed {
+        if !matches!(self.closing, Closing::Open) {
+            return Pushed::Dropped;
+        }
+        let pushed = if let Some(since) = self.behind_since {
+            if now.saturating_duration_since(since) >= self.limits.slow_consumer_timeout {
+                return if self.close_slow() {
+                    Pushed::ClosedSlow
+                } else {
+                    Pushed::Dropped
+                };
+            }
+            self.keep_newest(symbol, frame);
+            Pushed::Conflated
+        } else if self.tick_bytes + frame.len() > self.limits.max_bytes {
+            self.behind_since = Some(now);
+            self.keep_newest(symbol, frame);
+            Pushed::Conflated
+        } else {
+            self.tick_bytes += frame.len();
+            self.queue.push_back(frame.clone());
+            Pushed::Queued
+        };
+        self.note_peak();
+        pushed
+    }
+
+    /// Queues a reply frame (never conflated, always in order).
+    pub fn push_reply(&mut self, frame: Bytes) {
+        self.push_replies(std::iter::once(frame));
+    }
+
+    /// Queues several reply frames as one unit, in order.
+    pub fn push_replies(&mut self, frames: impl IntoIterator<Item = Bytes>) {
+        if !matches!(self.closing, Closing::Open) {
+            return;
+        }
+        for frame in frames {
+            self.reply_bytes += frame.len();
+            self.queue.push_back(frame);
+        }
+        self.note_peak();
+    }
+
+    /// Whether more than `max_bytes` of replies wait: the shard reads no
+    /// further request from this client until they are sent.
+    pub fn replies_backed_up(&self) -> bool {
+        self.reply_bytes > self.limits.max_bytes && matches!(self.closing, Closing::Open)
+    }
+
+    /// Forgets any conflated tick of `symbols`, so nothing of theirs is
+    /// sent after an `unsubscribed` reply.
+    pub fn forget_symbols(&mut self, symbols: &[SymbolId]) {
+        if !self.latest.is_empty() {
+            for symbol in symbols {
+                if let Some(old) = self.latest.swap_remove(symbol) {
+                    self.latest_bytes -= old.len();
+                }
+            }
+        }
+    }
+
+    /// Closes with `frame` (a complete close frame) once what is already
+    /// queued has been sent, unless a close is already under way; nothing
+    /// new is queued from now on. Returns whether this call decided the
+    /// close.
+    pub fn close(&mut self, frame: Bytes) -> bool {
+        self.decide_close(frame, false)
+    }
+
+    /// Closes with `code` and `reason` (see [`Outbox::close`]).
+    pub fn close_with(&mut self, code: CloseCode, reason: &str) -> bool {
+        self.close(close_frame(code, reason))
+    }
+
+    /// Closes with 1008 `slow consumer` at once, dropping pending output,
+    /// unless a close is already under way; returns whether this call
+    /// decided the close (the caller counts it).
+    pub fn close_slow(&mut self) -> bool {
+        self.decide_close(close_frame(close::POLICY_VIOLATION, "slow consumer"), true)
+    }
+
+    fn decide_close(&mut self, frame: Bytes, discard: bool) -> bool {
+        if !matches!(self.closing, Closing::Open) {
+            return false;
+        }
+        if discard {
+            self.discard();
+        }
+        self.closing = Closing::Pending { frame, discard };
+        true
+    }
+
+    /// Ends the connection without a close frame (the peer is gone).
+    pub fn abort(&mut self) {
+        if matches!(self.closing, Closing::Open | Closing::Pending { .. }) {
+            self.closing = Closing::Aborted;
+        }
+        self.discard();
+    }
+
+    fn discard(&mut self) {
+        self.queue = VecDeque::new();
+        self.latest = IndexMap::new();
+        self.latest_bytes = 0;
+        self.tick_bytes = 0;
+        self.reply_bytes = 0;
+    }
+
+    /// True when the writer must not start another frame: a close that
+    /// drops pending output, or an abort.
+    pub fn stop_sending(&self) -> bool {
+        matches!(
+            self.closing,
+            Closing::Pending { discard: true, .. } | Closing::Aborted
+        )
+    }
+
+    /// Conflation: `frame` takes the place of any older unsent tick of
+    /// `symbol` in the while-behind map.
+    fn keep_newest(&mut self, symbol: SymbolId, frame: &Bytes) {
+        if let Some(old) = self.latest.insert(symbol, frame.clone()) {
+            self.latest_bytes -= old.len();
+        }
+        self.latest_bytes += frame.len();
+    }
+
+    fn note_peak(&mut self) {
+        let total = self.tick_bytes + self.reply_bytes + self.latest_bytes;
+        self.peak_bytes = self.peak_bytes.max(total);
+    }
+
+    /// Moves everything queued into `batch` (in send order).
+    pub fn take(&mut self, batch: &mut VecDeque<Bytes>) -> Take {
+        let empty = self.queue.is_empty() && self.latest.is_empty();
+        match &self.closing {
+            Closing::Open => {}
+            Closing::Pending { frame, discard } if *discard || empty => {
+                let frame = frame.clone();
+                self.closing = Closing::Taken;
+                return Take::Close(frame);
+            }
+            // Send what was queued before the close first.
+            Closing::Pending { .. } => {}
+            Closing::Taken | Closing::Aborted => return Take::Abort,
+        }
+        if empty {
+            // Everything sent: whatever the client was behind on, it has
+            // caught up. An idle outbox gives its memory back.
+            self.behind_since = None;
+            if self.queue.capacity() > 0 {
+                self.queue = VecDeque::new();
+            }
+            if self.latest.capacity() > 0 {
+                self.latest = IndexMap::new();
+            }
+            return Take::Idle;
+        }
+        if batch.is_empty() {
+            std::mem::swap(batch, &mut self.queue);
+        } else {
+            batch.extend(self.queue.drain(..));
+        }
+        batch.extend(self.latest.drain(..).map(|(_, frame)| frame));
+        self.latest_bytes = 0;
+        self.tick_bytes = 0;
+        self.reply_bytes = 0;
+        Take::Frames
+    }
+
+    /// The writer sent a whole batch without the socket filling up: the
+    /// client keeps up, so it is no longer behind.
+    pub fn caught_up(&mut self) {
+        // Conflated ticks still waiting must go out before any newer tick
+        // of their symbols, which would be queued ahead of them once the
+        // client no longer counts as behind: stay behind until they are
+        // sent.
+        if self.latest.is_empty() {
+            self.behind_since = None;
+        }
+    }
+
+    /// Gives up sending what was queued before a close: the close frame
+    /// goes out next (after a half-sent frame). For a peer that takes too
+    /// long to read the rest.
+    pub fn give_up_flush(&mut self) {
+        if let Closing::Pending { discard, .. } = &mut self.closing {
+            *discard = true;
+            self.discard();
+        }
+    }
+
+    /// This outbox's limits.
+    pub fn limits(&self) -> OutboxLimits {
+        self.limits
+    }
+
+    /// True once a close (with or without frame) has been decided.
+    pub fn is_closing(&self) -> bool {
+        !matches!(self.closing, Closing::Open)
+    }
+
+    /// True once the close frame has been handed to the writer, or the
+    /// connection was aborted.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.closing, Closing::Taken | Closing::Aborted)
+    }
+
+    /// True once the connection was aborted: nothing more is sent.
+    pub fn is_aborted(&self) -> bool {
+        matches!(self.closing, Closing::Aborted)
+    }
+
+    /// The most bytes this outbox has held at once.
+    pub fn peak_bytes(&self) -> usize {
+        self.peak_bytes
+    }
+
+    /// True while the client is behind (its ticks are being conflated).
+    pub fn is_behind(&self) -> bool {
+        self.behind_since.is_some()
+    }
+}
+
+/// Every outbox of one shard, by connection key, and the keys of those
+/// that were pushed to since the shard last wrote them.
+///
+/// Everything that queues output goes through here, so the shard's writer
+/// visits exactly the connections that have something to send, once per
+/// pass, however many frames each was pushed.
+#[derive(Debug)]
+pub struct Outboxes {
+    slots: Vec<Option<Outbox>>,
+    /// Keys pushed to since the last [`Outboxes::take_pushed`].
+    pushed: Vec<usize>,
+    /// Per key: already in `pushed`.
+    listed: Vec<bool>,
+    stats: std::sync::Arc<Stats>,
+}
+
+impl Outboxes {
+    /// No outboxes; slow-consumer closes and errors count in `stats`.
+    pub fn new(stats: std::sync::Arc<Stats>) -> Self {
+        Outboxes {
+            slots: Vec::new(),
+            pushed: Vec::new(),
+            listed: Vec::new(),
+            stats,
+        }
+    }
+
+    /// Puts `outbox` at `key` (a free key of the shard's connection slab).
+    pub fn insert(&mut self, key: usize, outbox: Outbox) {
+        if self.slots.len() <= key {
+            self.slots.resize_with(key + 1, || None);
+            self.listed.resize(key + 1, false);
+        }
+        self.slots[key] = Some(outbox);
+    }
+
+    /// Takes the outbox at `key` out.
+    pub fn remove(&mut self, key: usize) -> Option<Outbox> {
+        self.slots.get_mut(key)?.take()
+    }
+
+    /// The outbox at `key`, for reading its state.
+    pub fn get(&self, key: usize) -> Option<&Outbox> {
+        self.slots.get(key)?.as_ref()
+    }
+
+    /// The outbox at `key`, listed to be written after this pass.
+    pub fn get_mut(&mut self, key: usize) -> Option<&mut Outbox> {
+        let outbox = self.slots.get_mut(key)?.as_mut()?;
+        if !self.listed[key] {
+            self.listed[key] = true;
+            self.pushed.push(key);
+        }
+        Some(outbox)
+    }
+
+    /// Queues a tick for `key`, counting what the push did.
+    pub fn push_tick(&mut self, key: usize, symbol: SymbolId, frame: &Bytes, now: Instant) {
+        let stats = self.stats.clone();
+        if let Some(outbox) = self.get_mut(key) {
+            count_push(&stats, outbox.push_tick(symbol, frame, now));
+        }
+    }
+
+    /// Queues a reply for `key`.
+    pub fn push_reply(&mut self, key: usize, frame: Bytes) {
+        if let Some(outbox) = self.get_mut(key) {
+            outbox.push_reply(frame);
+        }
+    }
+
+    /// Queues an `error` reply for `key`, counted by its code.
+    pub fn push_error(&mut self, key: usize, error: &ProtocolError) {
+        self.stats.count_error(error.code);
+        self.push_reply(key, error.to_frame());
+    }
+
+    /// Closes `key` with `code` and `reason` (see [`Outbox::close`]).
+    pub fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
+        if let Some(outbox) = self.get_mut(key) {
+            outbox.close_with(code, reason);
+        }
+    }
+
+    /// The keys pushed to since the last call, into `into` (emptied first).
+    pub fn take_pushed(&mut self, into: &mut Vec<usize>) {
+        into.clear();
+        std::mem::swap(into, &mut self.pushed);
+        for &key in into.iter() {
+            self.listed[key] = false;
+        }
+    }
+
+    /// Every key with an outbox.
+    pub fn keys(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(key, slot)| slot.as_ref().map(|_| key))
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+/// Counts what a push did.
+pub fn count_push(stats: &Stats, pushed: Pushed) {
+    match pushed {
+        Pushed::Queued | Pushed::Dropped => {}
+        Pushed::Conflated => Stats::add(&stats.conflated, 1),
+        Pushed::ClosedSlow => {
+            Stats::add(&stats.slow_consumer_closes, 1);
+            tracing::info!("closed a client that stayed behind: slow consumer");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8, len: usize) -> Bytes {
+        Bytes::from(vec![n; len])
+    }
+
+    fn outbox(max_bytes: usize) -> Outbox {
+        Outbox::new(OutboxLimits {
+            max_bytes,
+            slow_consumer_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
+        })
+    }
+
+    #[test]
+    fn queues_in_order_until_the_limit_then_keeps_newest_per_symbol() {
+        let mut ob = outbox(300);
+        let now = Instant::now();
+        assert_eq!(ob.push_tick(0, &frame(1, 100), now), Pushed::Queued);
+        assert_eq!(ob.push_tick(1, &frame(2, 100), now), Pushed::Queued);
+        assert_eq!(ob.push_tick(0, &frame(3, 100), now), Pushed::Queued);
+        // Over the limit: conflation starts.
+        assert_eq!(ob.push_tick(1, &frame(4, 100), now), Pushed::Conflated);
+        assert_eq!(ob.push_tick(1, &frame(5, 100), now), Pushed::Conflated);
+        assert_eq!(ob.push_tick(0, &frame(6, 100), now), Pushed::Conflated);
+        assert!(ob.is_behind());
+        let mut batch = VecDeque::new();
+        assert!(matches!(ob.take(&mut batch), Take::Frames));
+        let firsts: Vec<u8> = batch.iter().map(|f| f[0]).collect();
+        assert_eq!(firsts, [1, 2, 3, 5, 6]);
+        assert!(ob.peak_bytes() <= 300 + 2 * 100);
+        // Still behind until a take finds the outbox empty.
+        assert!(ob.is_behind());
+        assert!(matches!(ob.take(&mut VecDeque::new()), Take::Idle));
+        assert!(!ob.is_behind());
+    }
+
+    #[test]
+    fn closes_a_client_behind_for_too_long_with_one_close_frame() {
+        let mut ob = outbox(100);
+        let start = Instant::now();
+        ob.push_tick(0, &frame(1, 100), start);
+        assert_eq!(ob.push_tick(0, &frame(2, 100), start), Pushed::Conflated);
+        let later = start + Duration::from_secs(5);
+        assert_eq!(ob.push_tick(0, &frame(3, 100), later), Pushed::ClosedSlow);
+        assert_eq!(ob.push_tick(0, &frame(4, 100), later), Pushed::Dropped);
+        assert!(!ob.close(close_frame(close::GOING_AWAY, "server shutting down")));
+        match ob.take(&mut VecDeque::new()) {
+            Take::Close(f) => assert_eq!(
+                &f[..],
+                &close_frame(close::POLICY_VIOLATION, "slow consumer")[..]
+            ),
+            other => panic!("expected close, got {other:?}"),
+        }
+        assert!(matches!(ob.take(&mut VecDeque::new()), Take::Abort));
+    }
+
+    #[test]
+    fn unsubscribed_symbols_leave_no_conflated_tick_behind() {
+        let mut ob = outbox(10);
+        let now = Instant::now();
+        ob.push_tick(7, &frame(1, 50), now);
+        ob.push_tick(8, &frame(2, 50), now);
+        ob.forget_symbols(&[7]);
+        let mut batch = VecDeque::new();
+        ob.take(&mut batch);
+        assert_eq!(batch.iter().map(|f| f[0]).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn an_idle_outbox_gives_its_memory_back() {
+        let mut ob = outbox(1 << 20);
+        let now = Instant::now();
+        for n in 0..100 {
+            ob.push_tick(0, &frame(n, 10), now);
+        }
+        let mut batch = VecDeque::new();
+        assert!(matches!(ob.take(&mut batch), Take::Frames));
+        assert!(matches!(ob.take(&mut VecDeque::new()), Take::Idle));
+        assert_eq!(ob.queue.capacity(), 0);
+    }
+
+    #[test]
+    fn outboxes_list_each_pushed_key_once_per_pass() {
+        let mut all = Outboxes::new(std::sync::Arc::new(Stats::default()));
+        all.insert(0, outbox(1000));
+        all.insert(3, outbox(1000));
+        let now = Instant::now();
+        all.push_tick(3, 0, &frame(1, 10), now);
+        all.push_tick(3, 0, &frame(2, 10), now);
+        all.push_reply(0, frame(3, 10));
+        let mut pushed = Vec::new();
+        all.take_pushed(&mut pushed);
+        assert_eq!(pushed, [3, 0]);
+        all.take_pushed(&mut pushed);
+        assert!(pushed.is_empty());
+    }
+}

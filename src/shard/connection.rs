@@ -1,0 +1,283 @@
+//! `Connection`: what a shard keeps of one client — its socket, the frame
+//! reader's partial state, its session, and the frames being written —
+//! and how the loop writes it.
+//!
+//! Nothing here allocates while a connection is idle: the frame reader
+//! holds bytes only while a client frame is incomplete, the batch only
+//! while frames are being written, and the outbox (kept beside it in
+//! `fanout::Outboxes`, under the same key) only while something is queued.
+//!
+//! Writing takes everything queued for the connection and sends it with
+//! vectored writes (up to [`MAX_IOVECS`] frames per `writev`), so a client
+//! that is sent many ticks in one pass costs one system call for all of
+//! them. While the socket is full the connection waits for writability;
+//! ticks keep arriving in the outbox meanwhile, where backpressure applies.
+//!
+//! A close normally goes out after what was queued before it. A
+//! slow-consumer close instead cuts in: the writer finishes the frame it is
+//! in the middle of (a half-sent frame would corrupt the stream), drops the
+//! rest and sends the close frame, then shuts its half of the socket down.
+//! A peer that does not read still gets its close frame if it reads again
+//! within the write timeout (at least `CLOSE_GRACE`): a stalled client is
+//! told why it was closed, not just cut off.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+
+use super::transport::Transport;
+use crate::fanout::encode::batch_ticks;
+use crate::fanout::outbox::{Outbox, Take};
+use crate::session::{Session, CLOSE_GRACE};
+use crate::stats::Stats;
+use crate::wire::reader::FrameReader;
+
+/// Frames per `writev` call (Linux allows 1024); a pass with more frames
+/// loops.
+pub const MAX_IOVECS: usize = 1024;
+
+/// What the edge holds for a connection (its place under the connection
+/// limits), released when the connection ends.
+pub type Held = Box<dyn Send>;
+
+/// How a write pass ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wrote {
+    /// Everything queued is out.
+    Idle,
+    /// The socket is full: wait for it to be writable.
+    Blocked,
+    /// The close frame is out and our side shut down.
+    Closed,
+    /// The connection is over without (further) output: drop it.
+    Abort,
+}
+
+/// One client connection of a shard. See the module docs.
+pub struct Connection {
+    pub(super) transport: Transport,
+    pub(super) reader: FrameReader,
+    pub(super) session: Session,
+    /// Frames taken from the outbox and not yet fully written.
+    batch: VecDeque<Bytes>,
+    /// The front frame of `batch` is partly written.
+    front_started: bool,
+    /// The close frame is the last frame of `batch`.
+    close_in_batch: bool,
+    /// The socket filled up while sending the current batch.
+    filled: bool,
+    /// When the frames in `batch` were taken, for the write-latency
+    /// histogram.
+    taken_at: Option<Instant>,
+    /// Waiting for the socket to be writable.
+    pub(super) blocked: bool,
+    /// Since when the socket has refused bytes.
+    pub(super) refusing_since: Option<Instant>,
+    /// Once a close is decided and output is stuck: until when what was
+    /// queued before it may still go out.
+    pub(super) flush_deadline: Option<Instant>,
+    /// Reading waits until the client reads its replies.
+    pub(super) read_paused: bool,
+    /// The peer ended its stream.
+    pub(super) eof: bool,
+    /// The close frame is out; when the connection is dropped at the
+    /// latest if the peer does not answer it.
+    pub(super) close_sent_until: Option<Instant>,
+    /// Reading stopped because a closing peer kept sending: when the
+    /// connection is dropped at the latest.
+    pub(super) stop_reading_until: Option<Instant>,
+    /// Listed in the shard's timed connections.
+    pub(super) timed: bool,
+    /// Released when the connection ends.
+    _held: Held,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("conn", &self.session.conn)
+            .field("queued", &self.batch.len())
+            .field("blocked", &self.blocked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A connection over `transport`.
+    pub fn new(transport: Transport, reader: FrameReader, session: Session, held: Held) -> Self {
+        Connection {
+            transport,
+            reader,
+            session,
+            batch: VecDeque::new(),
+            front_started: false,
+            close_in_batch: false,
+            filled: false,
+            taken_at: None,
+            blocked: false,
+            refusing_since: None,
+            flush_deadline: None,
+            read_paused: false,
+            eof: false,
+            close_sent_until: None,
+            stop_reading_until: None,
+            timed: false,
+            _held: held,
+        }
+    }
+
+    /// Whether the connection can be dropped: its close is out and the
+    /// peer has answered or gone, or it was aborted.
+    pub fn is_done(&self, outbox: &Outbox) -> bool {
+        if self.close_sent_until.is_some() {
+            return self.session.peer_closed() || self.eof || self.session.done_reading();
+        }
+        outbox.is_finished() && self.batch.is_empty() && !self.close_in_batch
+    }
+
+    /// Whether a deadline applies to this connection now.
+    pub fn has_deadline(&self) -> bool {
+        self.blocked || self.close_sent_until.is_some() || self.stop_reading_until.is_some()
+    }
+
+    /// Writes what `outbox` holds until it is empty or the socket is
+    /// full. I/O errors mean the peer is gone.
+    pub fn write(&mut self, outbox: &mut Outbox, now: Instant, stats: &Stats) -> Wrote {
+        match self.write_inner(outbox, now, stats) {
+            Ok(wrote) => wrote,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                self.blocked = true;
+                self.filled = true;
+                self.refusing_since.get_or_insert(now);
+                if outbox.is_closing() {
+                    self.flush_deadline.get_or_insert(now + CLOSE_GRACE);
+                }
+                Wrote::Blocked
+            }
+            Err(err) => {
+                tracing::debug!(conn = self.session.conn, %err, "write failed; the peer is gone");
+                outbox.abort();
+                self.batch = VecDeque::new();
+                self.close_in_batch = false;
+                Wrote::Abort
+            }
+        }
+    }
+
+    fn write_inner(
+        &mut self,
+        outbox: &mut Outbox,
+        now: Instant,
+        stats: &Stats,
+    ) -> io::Result<Wrote> {
+        loop {
+            if self.transport.has_unsent() {
+                self.transport.flush()?;
+                self.refusing_since = None;
+            }
+            if self.batch.is_empty() {
+                if self.close_sent_until.is_some() {
+                    return Ok(Wrote::Closed);
+                }
+                if self.close_in_batch {
+                    return self.finish_close(outbox, now);
+                }
+                match outbox.take(&mut self.batch) {
+                    Take::Frames => {
+                        self.filled = false;
+                        self.taken_at = Some(now);
+                        if outbox.batches() {
+                            batch_ticks(&mut self.batch);
+                        }
+                    }
+                    Take::Idle => {
+                        self.batch = VecDeque::new();
+                        return Ok(Wrote::Idle);
+                    }
+                    Take::Close(frame) => {
+                        self.batch.push_back(frame);
+                        self.close_in_batch = true;
+                    }
+                    Take::Abort => return Ok(Wrote::Abort),
+                }
+            } else if outbox.stop_sending() && !self.close_in_batch {
+                // Closing at once: no further frame starts; a half-sent
+                // one is finished, or the stream would be corrupt before
+                // the close.
+                let front = self.front_started.then(|| self.batch.pop_front()).flatten();
+                self.batch.clear();
+                match front {
+                    Some(front) => self.batch.push_back(front),
+                    None => continue,
+                }
+            }
+            let mut offered = 0;
+            let slices: Vec<IoSlice<'_>> = self
+                .batch
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|frame| {
+                    offered += frame.len();
+                    IoSlice::new(frame)
+                })
+                .collect();
+            let written = self.transport.write_vectored(&slices);
+            drop(slices);
+            let mut n = written?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.blocked = false;
+            if self.refusing_since.take().is_some() {
+                self.filled = true;
+            }
+            self.filled |= n < offered;
+            let (bytes, mut frames) = (n, 0);
+            while n > 0 {
+                let front = self.batch.front_mut().expect("wrote more than was queued");
+                if n >= front.len() {
+                    n -= front.len();
+                    self.batch.pop_front();
+                    self.front_started = false;
+                    frames += 1;
+                } else {
+                    front.advance(n);
+                    self.front_started = true;
+                    n = 0;
+                }
+            }
+            Stats::add(&stats.bytes_sent, bytes as u64);
+            Stats::add(&stats.frames_sent, frames);
+            if self.batch.is_empty() {
+                if let Some(taken_at) = self.taken_at.take() {
+                    stats
+                        .write_latency
+                        .observe(now.saturating_duration_since(taken_at).as_secs_f64());
+                }
+                if self.close_in_batch {
+                    return self.finish_close(outbox, now);
+                }
+                if !self.filled {
+                    outbox.caught_up();
+                }
+            }
+        }
+    }
+
+    /// The close frame is written: once TLS has sent its record too, shuts
+    /// our side down and starts waiting for the peer's answer.
+    fn finish_close(&mut self, outbox: &Outbox, now: Instant) -> io::Result<Wrote> {
+        if self.transport.has_unsent() {
+            self.transport.flush()?;
+        }
+        self.close_in_batch = false;
+        self.transport.shutdown_write();
+        let linger = outbox.limits().write_timeout.max(CLOSE_GRACE);
+        self.close_sent_until = Some(now + linger);
+        self.blocked = false;
+        self.batch = VecDeque::new();
+        Ok(Wrote::Closed)
+    }
+}
