@@ -3,11 +3,13 @@
 //! n = 100 and n = 1,000 clients all subscribed to `AAPL`.
 //!
 //! * `tickcast/n`: the library's own stages, wired by the same
-//!   `server::start_stages` as `Server::run` (`ring::channel` →
-//!   `Fanout::run` → `http::serve` → `session`), but with the bench holding the ring's
-//!   `Producer` instead of the simulator thread. The clock starts just
-//!   before `Producer::publish` and the fan-out's wake-up, exactly where
-//!   the feed thread would hand a tick over.
+//!   `server::prepare_shards` and `server::start_stages` as `Server::run`
+//!   (`ring::channel` → the shards' event loops, each with its fan-out and
+//!   sessions → `http::serve` handing them the upgraded connections), but
+//!   with the bench holding the ring's `Producer` instead of the simulator
+//!   thread. The clock starts just before `Producer::publish` and the
+//!   shards' wake-up (`feed::Wake`), exactly where the feed thread would
+//!   hand a tick over.
 //! * `broadcast_tungstenite_naive/n`: what a naive per-connection server
 //!   does, with the same clients: a `tokio::sync::broadcast` channel feeds
 //!   one tokio-tungstenite task per connection, which serializes its own
@@ -37,14 +39,17 @@
 //! reads is the one in flight, so a lost or repeated tick fails the run
 //! instead of being timed.
 //!
-//! Threads: the machine has 2 cores. The server side runs on a
-//! multi-thread tokio runtime with one worker and the clients on a second
-//! runtime with one worker, so each gets about one core, as in the
-//! end-to-end runs of docs/BENCHMARKS.md where server and load generator
-//! are pinned apart. The bench's main thread publishes and then sleeps on
-//! a channel until the last client reports. A tickcast with two workers
-//! would share its cores with 1,000 busy clients and measure scheduling
-//! noise rather than the server.
+//! Threads: the machine has 2 cores. The server side gets about one of
+//! them and the clients, on a tokio runtime with one worker, the other, as
+//! in the end-to-end runs of docs/BENCHMARKS.md where server and load
+//! generator are pinned apart. tickcast runs one shard (`--shards 1`): a
+//! single event-loop thread that reads the ring, fans out and writes every
+//! socket; its HTTP edge runs on a tokio runtime with one worker, busy
+//! only while the clients connect, before anything is measured. The naive
+//! server runs on that same one-worker runtime. The bench's main thread
+//! publishes and then sleeps on a channel until the last client reports.
+//! A tickcast with two shards would share its cores with 1,000 busy
+//! clients and measure scheduling noise rather than the server.
 //!
 //! Run with `cargo bench --bench broadcast_latency`.
 
@@ -66,7 +71,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -77,9 +81,10 @@ use tokio_util::task::TaskTracker;
 use tickcast::config::Config;
 use tickcast::feed::sim::Simulator;
 use tickcast::feed::symbols::universe;
+use tickcast::feed::Wake;
 use tickcast::http::{self, AppState};
 use tickcast::ring::{self, Producer};
-use tickcast::server::start_stages;
+use tickcast::server::{prepare_shards, start_stages, SHUTDOWN_GRACE};
 use tickcast::stats::Stats;
 use tickcast::symbol::Symbols;
 use tickcast::tick::now_nanos;
@@ -186,10 +191,9 @@ impl Round {
 enum Feed {
     Tickcast {
         producer: Producer<Tick>,
-        wake: Arc<Notify>,
+        wake: Wake,
         state: Arc<AppState>,
         stats: Arc<Stats>,
-        fanout: JoinHandle<()>,
         edge: JoinHandle<()>,
     },
     Naive {
@@ -206,7 +210,7 @@ impl Feed {
         match self {
             Feed::Tickcast { producer, wake, .. } => {
                 producer.publish(tick);
-                wake.notify_one();
+                wake.wake();
             }
             Feed::Naive { sender, .. } => {
                 sender
@@ -331,20 +335,31 @@ impl<'rt> Harness<'rt> {
                 producer,
                 state,
                 stats,
-                fanout,
                 edge,
                 ..
             } => {
+                // As `Server::run` does: the edge stops accepting, then every
+                // shard closes its clients with 1001 and ends (blocking this
+                // thread, as `spawn_blocking` does there), then the edge's
+                // connection tasks are waited for.
                 state.shutdown.cancel();
+                let _ = rt.server.block_on(edge);
+                let shards_started = Instant::now();
+                state.shards.shutdown();
+                let shards_took = shards_started.elapsed();
                 let closed = rt.server.block_on(async {
-                    let _ = edge.await;
-                    let _ = fanout.await;
                     state.tasks.close();
                     tokio::time::timeout(WAIT, state.tasks.wait()).await.is_ok()
                 });
                 drop(producer);
+                if shards_took >= SHUTDOWN_GRACE {
+                    eprintln!(
+                        "{label}: some sessions did not close within the shards' \
+                         {SHUTDOWN_GRACE:?} grace period"
+                    );
+                }
                 if !closed {
-                    eprintln!("{label}: some sessions did not close within {WAIT:?}");
+                    eprintln!("{label}: some HTTP connections did not close within {WAIT:?}");
                 }
                 let read = Stats::get(&stats.ticks_read);
                 let lagged = Stats::get(&stats.ring_lagged);
@@ -398,31 +413,33 @@ impl<'rt> Harness<'rt> {
     }
 }
 
-/// tickcast's stages wired by the same `start_stages` as `Server::run`,
-/// with the ring's producer kept by the bench instead of a feed thread.
+/// tickcast's stages wired by the same `prepare_shards` and
+/// `start_stages` as `Server::run`, with one shard (see the module docs)
+/// and the ring's producer kept by the bench instead of a feed thread.
 fn start_tickcast(server: &Runtime, listener: TcpListener, symbols: Arc<Symbols>) -> Feed {
     let _entered = server.enter();
-    let config = Config::defaults();
+    let mut config = Config::defaults();
+    config.shards = 1;
     let stats = Arc::new(Stats::default());
     let producer = ring::channel::<Tick>(config.ring_capacity as usize);
     let cursor = producer.cursor();
-    let wake = Arc::new(Notify::new());
-    let (state, fanout) = start_stages(
+    let (shards, wake) = prepare_shards(&config).expect("making the shard's event loop");
+    let state = start_stages(
         &config,
         symbols,
         stats.clone(),
-        cursor,
-        wake.clone(),
+        &cursor,
+        shards,
         None,
         CancellationToken::new(),
-    );
+    )
+    .expect("starting tickcast's stages");
     let edge = server.spawn(http::serve(listener, state.clone(), None));
     Feed::Tickcast {
         producer,
         wake,
         state,
         stats,
-        fanout,
         edge,
     }
 }

@@ -68,7 +68,10 @@ if [ -n "${PEER:-}" ]; then
         exit 2
     fi
 fi
-cargo build --release -q -p tickcast -p feed-sim
+# Builds what it runs, unless both binaries are given.
+if [ -z "${TICKCAST:-}" ] || [ -z "${FEED_SIM:-}" ]; then
+    cargo build --release -q -p tickcast -p feed-sim
+fi
 
 # wait_for PORT [PATH]: poll until the port accepts connections (and, with
 # PATH, until GET PATH answers 200), for at most 10 s.

@@ -1,6 +1,7 @@
 //! Cost of delivering one tick to n subscribers in process, per recipient:
 //! tickcast's `Fanout::dispatch` (encode once, push the shared frame to
-//! every subscriber's outbox) beside a naive per-connection server (a
+//! every subscriber's outbox and list the outbox in the shard's
+//! `Outboxes` to be written) beside a naive per-connection server (a
 //! `tokio::sync::broadcast` channel whose every receiver serializes its
 //! own JSON with serde_json and frames it).
 //!
@@ -10,9 +11,10 @@
 //!
 //! Criterion prints time per tick and, with `Throughput::Elements(n)`,
 //! recipients per second; ns per recipient is the time divided by n.
-//! Outboxes are drained outside the measured time so their queues stay
-//! short, and their byte limit is far above what one tick queues, so
-//! nothing conflates.
+//! Outboxes are drained outside the measured time, as the shard's writer
+//! would after the pass (every listed outbox taken, the list reset), so
+//! their queues stay short; their byte limit is far above what one tick
+//! queues, so nothing conflates.
 
 mod naive;
 
@@ -20,14 +22,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::sync::broadcast;
 
 use tickcast::config::Config;
-use tickcast::fanout::{Command, Fanout};
+use tickcast::fanout::outbox::{Outbox, OutboxLimits};
+use tickcast::fanout::{Fanout, Outboxes, Subscribe};
 use tickcast::feed::sim::Simulator;
 use tickcast::feed::symbols::universe;
-use tickcast::session::outbox::{Outbox, OutboxLimits};
 use tickcast::stats::Stats;
 use tickcast::symbol::Symbols;
 use tickcast::tick::Tick;
@@ -61,17 +64,14 @@ fn ticks() -> (Vec<Tick>, Arc<Symbols>) {
 }
 
 /// A fan-out with `n` connections subscribed to symbol 0 (throttled to
-/// one update per `interval`, if given), their `subscribed` replies
-/// already drained.
-fn fanout_with(
-    n: usize,
-    symbols: &Arc<Symbols>,
-    interval: Option<Duration>,
-) -> (Fanout, Vec<Arc<Outbox>>) {
-    let (mut fanout, _handle, _commands) = Fanout::new(
+/// one update per `interval`, if given), and their outboxes (keys 0 to
+/// n - 1), their `subscribed` replies already drained.
+fn fanout_with(n: usize, symbols: &Arc<Symbols>, interval: Option<Duration>) -> (Fanout, Outboxes) {
+    let stats = Arc::new(Stats::default());
+    let mut fanout = Fanout::new(
         symbols.clone(),
         Config::defaults().history_depth as usize,
-        Arc::new(Stats::default()),
+        stats.clone(),
     );
     let limits = OutboxLimits {
         // Far above one tick frame: nothing conflates between drains.
@@ -79,34 +79,42 @@ fn fanout_with(
         slow_consumer_timeout: Duration::from_secs(3600),
         write_timeout: Duration::from_secs(3600),
     };
-    let mut outboxes = Vec::with_capacity(n);
-    for conn in 0..n as u64 {
-        let outbox = Arc::new(Outbox::new(limits));
-        fanout.apply(Command::Attach {
-            conn,
-            outbox: outbox.clone(),
-        });
-        fanout.apply(Command::Subscribe {
-            conn,
-            all: false,
-            added: vec![0],
-            from: Default::default(),
-            interval,
-            known: symbols.len(),
-            done: tokio::sync::oneshot::channel().0,
-        });
-        outboxes.push(outbox);
+    let mut outboxes = Outboxes::new(stats);
+    for key in 0..n {
+        outboxes.insert(key, Outbox::new(limits));
+        fanout.subscribe(
+            key,
+            Subscribe {
+                added: vec![0],
+                interval,
+                known: symbols.len(),
+                ..Default::default()
+            },
+            &mut outboxes,
+        );
     }
-    drain(&outboxes);
+    drain(&mut outboxes, &mut Drained::default());
     (fanout, outboxes)
 }
 
-fn drain(outboxes: &[Arc<Outbox>]) {
-    let mut batch = VecDeque::new();
-    for outbox in outboxes {
-        outbox.take(&mut batch);
-        batch.clear();
+/// Buffers reused by [`drain`].
+#[derive(Default)]
+struct Drained {
+    pushed: Vec<usize>,
+    batch: VecDeque<Bytes>,
+}
+
+/// Empties every outbox pushed to since the last drain, as the shard's
+/// writer would, and resets the list of pushed keys.
+fn drain(outboxes: &mut Outboxes, bufs: &mut Drained) {
+    outboxes.take_pushed(&mut bufs.pushed);
+    for &key in &bufs.pushed {
+        let outbox = outboxes.get_mut(key).expect("every key has an outbox");
+        outbox.take(&mut bufs.batch);
+        bufs.batch.clear();
     }
+    // Taking lists the keys again: start the next tick from none.
+    outboxes.take_pushed(&mut bufs.pushed);
 }
 
 fn fanout(c: &mut Criterion) {
@@ -123,7 +131,8 @@ fn fanout(c: &mut Criterion) {
             ("dispatch", None),
             ("dispatch_throttled", Some(Duration::from_millis(250))),
         ] {
-            let (mut fanout, outboxes) = fanout_with(n, &symbols, interval);
+            let (mut fanout, mut outboxes) = fanout_with(n, &symbols, interval);
+            let mut bufs = Drained::default();
             let mut i = 0;
             group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
                 b.iter_custom(|iters| {
@@ -132,9 +141,9 @@ fn fanout(c: &mut Criterion) {
                         let tick = &ticks[i % TICKS];
                         i += 1;
                         let start = Instant::now();
-                        fanout.dispatch(black_box(tick), start);
+                        black_box(fanout.dispatch(black_box(tick), start, &mut outboxes));
                         measured += start.elapsed();
-                        drain(&outboxes);
+                        drain(&mut outboxes, &mut bufs);
                     }
                     measured
                 })

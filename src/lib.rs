@@ -1,36 +1,42 @@
 //! tickcast: a market-data ticker fan-out server.
 //!
-//! A feed writes ticks into a lock-free ring; one fan-out stage serializes
-//! each tick once into a WebSocket frame and hands that same buffer to
-//! every subscriber of its symbol; each client's writer sends whatever is
-//! queued for it in as few system calls as it can.
+//! A feed writes ticks into a lock-free ring; every connection shard (one
+//! event loop per core) reads the ring with its own cursor, serializes each
+//! tick once into a WebSocket frame and hands that same buffer to each of
+//! its subscribers, then writes every socket that has something to send in
+//! one vectored write.
 //!
 //! # Layout
 //!
 //! ```text
-//!  feed (thread)        ring               fanout (task)             session (task per client)
-//! ┌──────────────┐   ┌──────────┐   ┌──────────────────────┐   ┌──────────────────────────┐
-//! │ sim + pacer  │──▶│ SPMC     │──▶│ encode once → index  │──▶│ outbox → writer (writev) │──▶ TCP
-//! │ (GBM prices) │   │ seqlock  │   │ by symbol → outboxes │   │ reader ◀── client frames │◀── TCP
-//! └──────────────┘   └──────────┘   └──────────────────────┘   └──────────────────────────┘
-//!                                              ▲   subscribe / unsubscribe  │
-//!                                              └────────────────────────────┘
+//!  feed (thread)     ring          shard (thread per core, mio loop)                 edge (tokio)
+//! ┌────────────┐   ┌───────┐   ┌──────────────────────────────────────────┐   ┌──────────────────┐
+//! │ sim + pacer│──▶│ SPMC  │──▶│ cursor → fanout: encode once → outboxes  │   │ hyper: /, /ws,   │
+//! │ ingest,NATS│   │seqlock│   │ connections: read → wire::reader →       │◀──│ /symbols, ...    │
+//! └────────────┘   └───────┘   │   session (requests) · write (writev)    │   │ upgrade, handoff │
+//!                              └──────────────────────────────────────────┘   └──────────────────┘
 //! ```
 //!
-//! - [`tick`]: the value that travels every stage.
+//! - [`tick`]: the value that travels every stage, and the clock.
 //! - [`price`]: exact prices, scaled integers in, shortest decimals out.
 //! - [`symbol`]: the symbol registry, fixed or learned from the feed.
-//! - [`feed`]: stage 1, where ticks come from (the built-in simulator).
+//! - [`wire`]: the WebSocket codec: frames, the client-frame reader, close codes.
+//! - [`protocol`]: the JSON wire contract and its error codes.
+//! - [`feed`]: stage 1, where ticks come from (the built-in simulator,
+//!   `/ingest`, NATS).
 //! - [`ring`]: stage 2, the lock-free single-producer broadcast ring.
-//! - [`fanout`]: stage 3, serialize once, route by symbol.
-//! - [`session`]: stage 4, one WebSocket client: outbox, writer, reader.
-//! - [`protocol`]: stage 5, the JSON wire contract and its error codes.
-//! - [`http`]: the edge, hyper routes and the upgrade.
+//! - [`fanout`]: stage 3, serialize once, route by symbol, the outboxes
+//!   where backpressure happens (one fan-out per shard).
+//! - [`session`]: stage 4, one client's requests and subscriptions.
+//! - [`shard`]: the event loop per core that owns connections: reads,
+//!   writes, timers, handoff from the edge.
+//! - [`http`]: the edge, hyper routes and the upgrade; never on a shard.
 //! - [`server`]: wires the stages in order and owns shutdown.
 //! - [`tls`]: `--tls-cert`/`--tls-key`, HTTPS and WSS without a proxy.
 //! - [`auth`]: entitlement tokens, who may connect and see which symbols.
 //! - [`cli`]: the command line, the server's flags or `tickcast token`.
-//! - [`config`], [`error`], [`stats`]: flags, start-up errors, counters.
+//! - [`config`], [`error`], [`stats`], [`metrics`]: flags, start-up errors,
+//!   counters, `/metrics`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -39,15 +45,16 @@ pub mod price;
 pub mod symbol;
 pub mod tick;
 
+pub mod protocol;
+pub mod wire;
+
 pub mod fanout;
 pub mod feed;
 pub mod http;
-pub mod protocol;
 pub mod ring;
 pub mod server;
 pub mod session;
 pub mod shard;
-pub mod wire;
 
 pub mod auth;
 pub mod cli;

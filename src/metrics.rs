@@ -231,6 +231,20 @@ impl Collector for StatsCollector {
             let count = ConstCounter::new(s.errors[code as usize].load(Ordering::Relaxed));
             count.encode(errors.encode_family(&[("code", code.as_str())])?)?;
         }
+        drop(errors);
+        if let Some(shards) = s.shard_connections.get() {
+            let mut open = e.encode_descriptor(
+                "shard_connections",
+                "WebSocket connections each shard (event loop) serves",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (index, load) in shards.iter().enumerate() {
+                let gauge = ConstGauge::new(load.load(Ordering::Relaxed) as i64);
+                let shard = index.to_string();
+                gauge.encode(open.encode_family(&[("shard", shard.as_str())])?)?;
+            }
+        }
         Ok(())
     }
 }

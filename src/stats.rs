@@ -71,6 +71,9 @@ pub struct Stats {
     pub sessions_total: AtomicU64,
     /// The most bytes any one outbox has held, over the server's life.
     pub peak_outbox_bytes: AtomicUsize,
+    /// Connections handed to each shard and not yet ended, by shard (set
+    /// when the shards start).
+    pub shard_connections: std::sync::OnceLock<Vec<std::sync::Arc<AtomicUsize>>>,
 }
 
 impl Default for Stats {
@@ -104,6 +107,7 @@ impl Default for Stats {
             sessions_open: AtomicUsize::new(0),
             sessions_total: AtomicU64::new(0),
             peak_outbox_bytes: AtomicUsize::new(0),
+            shard_connections: std::sync::OnceLock::new(),
         }
     }
 }

@@ -14,10 +14,15 @@ use common::*;
 use serde_json::{json, Value};
 
 /// An ingest-fed server keeping `depth` ticks per symbol, a connected
-/// publisher, and a watcher subscribed to AAPL.
+/// publisher, and a watcher subscribed to AAPL. One shard: these tests
+/// know what the server holds from what the watcher saw, which is what
+/// every shard holds only once each has read the ring that far (a client
+/// resuming on a shard still behind gets the rest live instead of
+/// replayed; tests/shards.rs covers resuming across shards).
 async fn ingest_setup(depth: u32) -> (TestServer, Client, Client) {
     let mut cfg = ingest_config();
     cfg.history_depth = depth;
+    cfg.shards = 1;
     let server = start(cfg).await;
     let publisher = publisher(&server, TOKEN).await.expect("admitted");
     let mut watcher = server.connect().await;

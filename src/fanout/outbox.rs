@@ -31,7 +31,7 @@
 //! (one batch in the writer's hands, up to `max_bytes` more queued) plus one
 //! frame per subscribed symbol while behind, plus at most one request's
 //! replies over the limit (a `*` subscribe's snapshots). An idle outbox
-//! holds no heap memory at all.
+//! keeps room for [`KEPT_FRAMES`] frames and nothing else.
 //!
 //! Exactly one close frame is ever queued: the first [`Outbox::close`] wins.
 
@@ -46,6 +46,11 @@ use crate::stats::Stats;
 use crate::tick::SymbolId;
 use crate::wire::close::{self, CloseCode};
 use crate::wire::frame::{close_frame, ping_frame};
+
+/// Frames an idle outbox keeps room for (its queue and the writer's batch
+/// swap their buffers at every take, so the usual write of a frame or two
+/// allocates nothing); larger queues are given back once sent.
+pub const KEPT_FRAMES: usize = 4;
 
 /// Limits of one outbox.
 #[derive(Clone, Copy, Debug)]
@@ -342,9 +347,9 @@ impl Outbox {
         }
         if empty {
             // Everything sent: whatever the client was behind on, it has
-            // caught up. An idle outbox gives its memory back.
+            // caught up. An idle outbox gives back all but a little room.
             self.behind_since = None;
-            if self.queue.capacity() > 0 {
+            if self.queue.capacity() > KEPT_FRAMES {
                 self.queue = VecDeque::new();
             }
             if self.latest.capacity() > 0 {
@@ -617,8 +622,14 @@ mod tests {
         }
         let mut batch = VecDeque::new();
         assert!(matches!(ob.take(&mut batch), Take::Frames));
+        // Taken into a batch still being written: the queue keeps its room.
+        for n in 0..100 {
+            ob.push_tick(0, &frame(n, 10), now);
+        }
+        assert!(matches!(ob.take(&mut batch), Take::Frames));
+        assert!(ob.queue.capacity() >= 100);
         assert!(matches!(ob.take(&mut VecDeque::new()), Take::Idle));
-        assert_eq!(ob.queue.capacity(), 0);
+        assert!(ob.queue.capacity() <= KEPT_FRAMES);
     }
 
     #[test]

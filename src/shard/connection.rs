@@ -29,7 +29,7 @@ use bytes::{Buf, Bytes};
 
 use super::transport::Transport;
 use crate::fanout::encode::batch_ticks;
-use crate::fanout::outbox::{Outbox, Take};
+use crate::fanout::outbox::{Outbox, Take, KEPT_FRAMES};
 use crate::session::{Session, CLOSE_GRACE};
 use crate::stats::Stats;
 use crate::wire::reader::FrameReader;
@@ -37,6 +37,10 @@ use crate::wire::reader::FrameReader;
 /// Frames per `writev` call (Linux allows 1024); a pass with more frames
 /// loops.
 pub const MAX_IOVECS: usize = 1024;
+
+/// Frames whose slices are built on the stack for one write; a larger
+/// batch builds them in a vector.
+const STACK_IOVECS: usize = 16;
 
 /// What the edge holds for a connection (its place under the connection
 /// limits), released when the connection ends.
@@ -193,7 +197,9 @@ impl Connection {
                         }
                     }
                     Take::Idle => {
-                        self.batch = VecDeque::new();
+                        if self.batch.capacity() > KEPT_FRAMES {
+                            self.batch = VecDeque::new();
+                        }
                         return Ok(Wrote::Idle);
                     }
                     Take::Close(frame) => {
@@ -214,18 +220,22 @@ impl Connection {
                 }
             }
             let mut offered = 0;
-            let slices: Vec<IoSlice<'_>> = self
-                .batch
-                .iter()
-                .take(MAX_IOVECS)
-                .map(|frame| {
+            let mut on_stack = [IoSlice::new(&[]); STACK_IOVECS];
+            let mut on_heap = Vec::new();
+            let slices: &[IoSlice<'_>] = if self.batch.len() <= STACK_IOVECS {
+                for (slot, frame) in on_stack.iter_mut().zip(&self.batch) {
+                    offered += frame.len();
+                    *slot = IoSlice::new(frame);
+                }
+                &on_stack[..self.batch.len()]
+            } else {
+                on_heap.extend(self.batch.iter().take(MAX_IOVECS).map(|frame| {
                     offered += frame.len();
                     IoSlice::new(frame)
-                })
-                .collect();
-            let written = self.transport.write_vectored(&slices);
-            drop(slices);
-            let mut n = written?;
+                }));
+                &on_heap
+            };
+            let mut n = self.transport.write_vectored(slices)?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }

@@ -192,6 +192,8 @@ impl Shards {
                 thread: Mutex::new(Some(thread)),
             });
         }
+        let loads = shards.iter().map(|shard| shard.load.clone()).collect();
+        let _ = ctx.stats.shard_connections.set(loads);
         Ok(Shards {
             shards,
             stopped: AtomicBool::new(false),

@@ -25,6 +25,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 
 use mio::net::TcpStream;
+use socket2::SockRef;
 use tokio_rustls::rustls::ServerConnection;
 
 /// The most encrypted bytes a TLS session queues for a socket that is not
@@ -152,7 +153,9 @@ impl Transport {
     /// were not empty). A short count means the socket is full: wait for
     /// WRITABLE.
     ///
-    /// Plain: one `writev`. TLS: plaintext is taken into rustls (up to
+    /// Plain: one `send` (one `sendmsg` for several slices), which the
+    /// kernel serves without the file-position lock and iovec import a
+    /// `writev` pays for. TLS: plaintext is taken into rustls (up to
     /// [`TLS_BUFFER_LIMIT`] of encrypted records queued), then the records
     /// are written to the socket as far as it takes them, and again while
     /// it takes them all; accepted plaintext whose records are still
@@ -161,7 +164,13 @@ impl Transport {
     /// [`Transport::shutdown_write`], TLS writes fail with `BrokenPipe`.
     pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Transport::Plain(tcp) => retry(|| tcp.write_vectored(bufs)),
+            Transport::Plain(tcp) => {
+                let socket = SockRef::from(&*tcp);
+                match bufs {
+                    [one] => retry(|| socket.send(one)),
+                    _ => retry(|| socket.send_vectored(bufs)),
+                }
+            }
             Transport::Tls(tls) => tls.write_vectored(bufs),
         }
     }

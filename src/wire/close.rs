@@ -21,9 +21,11 @@ pub const INTERNAL_ERROR: CloseCode = 1011;
 /// The client's token expired (an application code, 4000-4999).
 pub const TOKEN_EXPIRED: CloseCode = 4001;
 
-/// Whether a peer may send `code` in a close frame (RFC 6455 §7.4.1-2:
-/// 1000-1003 and 1007-1014 are defined, 3000-4999 are for libraries and
-/// applications; 1004-1006 and 1015 must never be sent).
+/// Whether a peer may send `code` in a close frame, as fastwebsockets
+/// (and Autobahn|Testsuite) have it: 1000-1003 and 1007-1013 (defined by
+/// RFC 6455 §7.4.1 and the IANA registry), 3000-4999 (libraries and
+/// applications). Not 1004 (reserved), 1005, 1006 and 1015 (never sent),
+/// 1014, nor 1016-2999 (unassigned).
 pub fn is_sendable(code: CloseCode) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999)
 }

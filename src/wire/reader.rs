@@ -27,6 +27,7 @@
 //! messages and reaches the same verdict: each check depends only on bytes
 //! of the header and on the message under way, and runs in one fixed order.
 
+use crate::wire::close;
 use crate::wire::frame::{opcode, unmask};
 
 /// Most bytes a client frame header takes: 2, 8 of 64-bit length, 4 of mask.
@@ -89,7 +90,7 @@ pub enum Fault {
     /// A close frame with a 1-byte payload (a code takes two).
     #[error("a close frame must be empty or start with a 2-byte code")]
     BadClosePayload,
-    /// A close code a peer may not send (see [`close_code_allowed`]).
+    /// A close code a peer may not send (see [`close::is_sendable`]).
     #[error("close code {0} may not be sent")]
     BadCloseCode(u16),
     /// A close reason that is not UTF-8.
@@ -100,10 +101,10 @@ pub enum Fault {
 impl Fault {
     /// The close code the client gets: 1009 for a message over a limit,
     /// 1007 for text that is not UTF-8, 1002 for any other protocol error.
-    pub fn close_code(self) -> u16 {
+    pub fn close_code(self) -> close::CloseCode {
         match self {
-            Fault::TooLarge { .. } | Fault::TooManyFragments { .. } => 1009,
-            Fault::InvalidUtf8 | Fault::BadCloseReason => 1007,
+            Fault::TooLarge { .. } | Fault::TooManyFragments { .. } => close::TOO_BIG,
+            Fault::InvalidUtf8 | Fault::BadCloseReason => close::INVALID_PAYLOAD,
             Fault::Unmasked
             | Fault::ControlTooLarge
             | Fault::FragmentedControl
@@ -112,17 +113,9 @@ impl Fault {
             | Fault::ReservedBits
             | Fault::ReservedOpcode(_)
             | Fault::BadClosePayload
-            | Fault::BadCloseCode(_) => 1002,
+            | Fault::BadCloseCode(_) => close::PROTOCOL_ERROR,
         }
     }
-}
-
-/// Whether a peer may send close code `code`: fastwebsockets 0.10's
-/// `CloseCode::is_allowed`, exactly. 1000 to 1003, 1007 to 1013 and 3000
-/// to 4999; not 1004 (reserved), 1005, 1006 and 1015 (never sent, RFC 6455
-/// §7.4.1), 1014, 1016 to 2999 (unassigned) or anything outside.
-pub fn close_code_allowed(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999)
 }
 
 /// What a [`Message`] is.
@@ -137,7 +130,7 @@ pub enum Kind {
     /// A pong.
     Pong,
     /// A close frame: empty, or a 2-byte code allowed by
-    /// [`close_code_allowed`] and a UTF-8 reason.
+    /// [`close::is_sendable`] and a UTF-8 reason.
     Close,
 }
 
@@ -403,7 +396,7 @@ fn check_close(payload: &[u8]) -> Result<(), Fault> {
                 return Err(Fault::BadCloseReason);
             }
             let code = u16::from_be_bytes([*hi, *lo]);
-            if !close_code_allowed(code) {
+            if !close::is_sendable(code) {
                 return Err(Fault::BadCloseCode(code));
             }
             Ok(())
@@ -834,7 +827,7 @@ mod tests {
     #[test]
     fn close_codes_follow_fastwebsockets() {
         let allowed: Vec<u16> = (0..=u16::MAX)
-            .filter(|&c| close_code_allowed(c))
+            .filter(|&c| close::is_sendable(c))
             .filter(|&c| c < 3000)
             .collect();
         assert_eq!(
@@ -982,6 +975,149 @@ mod tests {
         assert_eq!(fed, Err(Fault::TooLarge { limit: 1000 }));
     }
 
+    /// A xorshift generator, for reproducible random streams.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> usize {
+            (self.next() % n) as usize
+        }
+    }
+
+    /// Reads `stream` in random pieces (empty ones too), pausing after
+    /// random messages and resuming with an empty read or the next piece.
+    fn read_randomly(limits: InputLimits, stream: &[u8], rng: &mut Rng) -> Outcome {
+        let mut reader = FrameReader::new(limits);
+        let mut outcome = Outcome::default();
+        let mut rest = stream;
+        loop {
+            let len = [0, 1 + rng.below(8), 1 + rng.below(700)][rng.below(3)].min(rest.len());
+            let (piece, after) = rest.split_at(len);
+            rest = after;
+            let pause_bits = rng.next();
+            let fed = reader.feed(&mut piece.to_vec(), |m| {
+                let n = outcome.messages.len();
+                outcome
+                    .messages
+                    .push((m.kind, m.payload.to_vec(), m.frames));
+                m.payload.fill(0xAA);
+                if pause_bits >> (n % 64) & 1 == 1 {
+                    Flow::Pause
+                } else {
+                    Flow::Continue
+                }
+            });
+            match fed {
+                Err(fault) => {
+                    outcome.verdict = Some(fault);
+                    break;
+                }
+                Ok(Fed::Consumed) if rest.is_empty() => break,
+                Ok(_) => {}
+            }
+        }
+        outcome.kept = reader.buffered();
+        outcome
+    }
+
+    /// A frame breaking one of ten rules (or, for a continuation, none if
+    /// a fragmented message is under way).
+    fn broken_frame(which: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        match which {
+            0 => write_client_frame(&mut out, true, TEXT, false, b"unmasked"),
+            1 => out = vec![0xC1, 0x80, 1, 2, 3, 4],
+            2 => write_client_frame(&mut out, true, 0xB, true, b""),
+            3 => write_client_frame(&mut out, true, CONTINUATION, true, b"x"),
+            4 => write_client_frame(&mut out, false, PING, true, b""),
+            5 => write_client_frame(&mut out, true, PONG, true, &[0; 126]),
+            6 => write_client_frame(&mut out, true, CLOSE, true, &[3]),
+            7 => write_client_frame(&mut out, true, CLOSE, true, &[3, 0xEC]),
+            8 => write_client_frame(&mut out, true, TEXT, true, &[b'a', 0xC0, 0xAF]),
+            _ => write_client_frame(&mut out, true, BINARY, true, &[0; 1001]),
+        }
+        out
+    }
+
+    #[test]
+    fn random_streams_read_the_same_in_any_pieces() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..400 {
+            // Mostly well-formed messages, some cut into fragments at any
+            // byte (characters too), with control frames between; now and
+            // then a frame that breaks a rule.
+            let mut stream = Vec::new();
+            for _ in 0..1 + rng.below(8) {
+                if rng.below(25) == 0 {
+                    stream.extend(broken_frame(rng.below(10)));
+                    continue;
+                }
+                let op = [TEXT, BINARY, TEXT, PING, PONG, CLOSE][rng.below(6)];
+                let len = [
+                    0,
+                    1 + rng.below(10),
+                    120 + rng.below(6),
+                    200 + rng.below(400),
+                ][rng.below(4)];
+                let mut payload: Vec<u8> = if op == BINARY {
+                    (0..len).map(|_| rng.next() as u8).collect()
+                } else {
+                    "\u{e9}\u{20ac}a\u{1F600}"
+                        .chars()
+                        .cycle()
+                        .take(len / 2)
+                        .collect::<String>()
+                        .into()
+                };
+                if op >= CLOSE {
+                    payload.truncate(125);
+                    if op == CLOSE && !payload.is_empty() {
+                        payload.splice(0..0, 1000u16.to_be_bytes());
+                        payload.truncate(125);
+                        // Only now and then cut inside a character.
+                        while rng.below(8) > 0 && std::str::from_utf8(&payload[2..]).is_err() {
+                            payload.pop();
+                        }
+                    }
+                    write_client_frame(&mut stream, true, op, true, &payload);
+                    continue;
+                }
+                let mut cuts: Vec<usize> = (0..rng.below(4))
+                    .map(|_| rng.below(len as u64 + 1))
+                    .collect();
+                cuts.sort_unstable();
+                let mut from = 0;
+                for (i, &cut) in cuts.iter().chain([&payload.len()]).enumerate() {
+                    let cut = cut.min(payload.len()).max(from);
+                    let fin = i == cuts.len();
+                    let op = if i == 0 { op } else { CONTINUATION };
+                    write_client_frame(&mut stream, fin, op, true, &payload[from..cut]);
+                    from = cut;
+                    if !fin && rng.below(3) == 0 {
+                        write_client_frame(
+                            &mut stream,
+                            true,
+                            [PING, PONG][rng.below(2)],
+                            true,
+                            b"c",
+                        );
+                    }
+                }
+            }
+            let expected = read_chunks(LIMITS, [&stream[..]]);
+            for _ in 0..4 {
+                assert_eq!(read_randomly(LIMITS, &stream, &mut rng), expected);
+            }
+        }
+    }
+
     #[test]
     fn unmask_matches_a_bytewise_xor_at_any_offset_and_length() {
         let data: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37)).collect();
@@ -999,8 +1135,13 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_is_small() {
-        // limits 16, pending 24 + 8, message 24 + 8, fault 16.
-        assert!(std::mem::size_of::<FrameReader>() <= 96);
+    fn a_reader_is_small_and_idle_costs_no_heap() {
+        // 96 bytes on 64-bit targets: limits 16, pending 24 + its start 8,
+        // message 24 + count and flags 8, fault 16.
+        let size = std::mem::size_of::<FrameReader>();
+        assert!(size <= 96, "{size} bytes");
+        let reader = FrameReader::new(LIMITS);
+        assert!(reader.is_idle());
+        assert_eq!((reader.buffered(), reader.heap_bytes()), (0, 0));
     }
 }

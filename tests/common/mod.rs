@@ -45,11 +45,17 @@ pub struct TestServer {
     task: Option<JoinHandle<()>>,
 }
 
-/// The test configuration: port 0, a fast feed, defaults otherwise.
+/// Connection shards every test server runs.
+pub const SHARDS: usize = 3;
+
+/// The test configuration: port 0, a fast feed, three connection shards
+/// (whatever the machine's cores, so that every test also crosses shards),
+/// defaults otherwise.
 pub fn config() -> Config {
     let mut config = Config::defaults();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.rate = 2_000.0;
+    config.shards = SHARDS;
     config
 }
 
