@@ -231,7 +231,6 @@ impl Collector for StatsCollector {
             let count = ConstCounter::new(s.errors[code as usize].load(Ordering::Relaxed));
             count.encode(errors.encode_family(&[("code", code.as_str())])?)?;
         }
-        drop(errors);
         if let Some(shards) = s.shard_connections.get() {
             let mut open = e.encode_descriptor(
                 "shard_connections",

@@ -63,6 +63,14 @@ fn from_word(word: u64) -> Price {
     Price::from_units(word as i64).unwrap_or_default()
 }
 
+/// Wall-clock time in nanoseconds since the Unix epoch.
+pub fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,12 +90,4 @@ mod tests {
         tick.to_words(&mut words);
         assert_eq!(Tick::from_words(&words), tick);
     }
-}
-
-/// Wall-clock time in nanoseconds since the Unix epoch.
-pub fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }

@@ -18,8 +18,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tickcast::wire::close::is_sendable;
 use tickcast::wire::reader::{
-    close_code_allowed, Fault, Fed, Flow, FrameReader, InputLimits, Kind, Message,
+    Fault, Fed, Flow, FrameReader, InputLimits, Kind, Message,
     MAX_CONTROL_PAYLOAD, MAX_HEAD,
 };
 
@@ -149,7 +150,7 @@ fn take(limits: &InputLimits, message: Message<'_>, into: &mut Vec<(Kind, Vec<u8
         match &payload[..] {
             [] => {}
             [hi, lo, reason @ ..] => {
-                assert!(close_code_allowed(u16::from_be_bytes([*hi, *lo])));
+                assert!(is_sendable(u16::from_be_bytes([*hi, *lo])));
                 assert!(std::str::from_utf8(reason).is_ok());
             }
             [_] => panic!("a 1-byte close payload"),

@@ -479,6 +479,12 @@ impl Outboxes {
         Some(outbox)
     }
 
+    /// The outbox at `key`, for the writer taking its frames (not listed
+    /// again: what it takes is what it writes).
+    pub fn get_for_writing(&mut self, key: usize) -> Option<&mut Outbox> {
+        self.slots.get_mut(key)?.as_mut()
+    }
+
     /// Queues a tick for `key`, counting what the push did.
     pub fn push_tick(&mut self, key: usize, symbol: SymbolId, frame: &Bytes, now: Instant) {
         let stats = self.stats.clone();
@@ -505,6 +511,12 @@ impl Outboxes {
         if let Some(outbox) = self.get_mut(key) {
             outbox.close_with(code, reason);
         }
+    }
+
+    /// Whether any outbox was pushed to since the last
+    /// [`Outboxes::take_pushed`].
+    pub fn has_pushed(&self) -> bool {
+        !self.pushed.is_empty()
     }
 
     /// The keys pushed to since the last call, into `into` (emptied first).

@@ -291,7 +291,8 @@ impl Shard {
         let mut next_sweep = Instant::now() + SWEEP;
         loop {
             let now = Instant::now();
-            let timeout = if ring == Pass::Full || !self.to_read.is_empty() {
+            let busy = ring == Pass::Full || !self.to_read.is_empty() || self.outboxes.has_pushed();
+            let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
                 self.next_deadline(next_sweep)
@@ -686,7 +687,8 @@ impl Shard {
     }
 
     fn write(&mut self, key: Key, now: Instant) {
-        let (Some(conn), Some(outbox)) = (self.conns.get_mut(key), self.outboxes.get_mut(key))
+        let (Some(conn), Some(outbox)) =
+            (self.conns.get_mut(key), self.outboxes.get_for_writing(key))
         else {
             return;
         };
