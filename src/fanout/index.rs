@@ -3,14 +3,14 @@
 //!
 //! A tick costs work in proportion to its own subscribers: the fan-out
 //! looks up the tick's symbol and walks that list plus the list of `*`
-//! subscribers, never all connections. Lists are `IndexSet`s so iteration
-//! is over contiguous memory and removal is O(1) (`swap_remove`).
+//! subscribers, never all connections. Lists are plain vectors of 4-byte
+//! keys: iteration is over contiguous memory, a subscription costs four
+//! bytes, and removal (rare beside ticks) is a scan of one symbol's list
+//! and a `swap_remove`.
 //!
 //! The index only routes: what each connection is subscribed to is kept
 //! once, by the connection (`session::Subscriptions`), which says what to
 //! add and remove here. Owned by one shard: no lock on the per-tick path.
-
-use indexmap::IndexSet;
 
 use crate::tick::SymbolId;
 
@@ -20,8 +20,8 @@ pub type Key = usize;
 /// See the module docs.
 #[derive(Debug)]
 pub struct SubscriberIndex {
-    by_symbol: Vec<IndexSet<Key>>,
-    all: IndexSet<Key>,
+    by_symbol: Vec<Vec<u32>>,
+    all: Vec<u32>,
     /// (connection, symbol) pairs, a `*` counting every symbol.
     subscriptions: usize,
 }
@@ -30,8 +30,8 @@ impl SubscriberIndex {
     /// An empty index over `symbol_count` symbols.
     pub fn new(symbol_count: usize) -> Self {
         SubscriberIndex {
-            by_symbol: (0..symbol_count).map(|_| IndexSet::new()).collect(),
-            all: IndexSet::new(),
+            by_symbol: (0..symbol_count).map(|_| Vec::new()).collect(),
+            all: Vec::new(),
             subscriptions: 0,
         }
     }
@@ -41,7 +41,7 @@ impl SubscriberIndex {
     pub fn grow(&mut self, symbol_count: usize) {
         let added = symbol_count.saturating_sub(self.by_symbol.len());
         self.by_symbol
-            .resize_with(symbol_count.max(self.by_symbol.len()), IndexSet::new);
+            .resize_with(symbol_count.max(self.by_symbol.len()), Vec::new);
         self.subscriptions += added * self.all.len();
     }
 
@@ -52,14 +52,14 @@ impl SubscriberIndex {
 
     /// Subscribes `key` to every symbol.
     pub fn subscribe_all(&mut self, key: Key) {
-        if self.all.insert(key) {
+        if insert(&mut self.all, key) {
             self.subscriptions += self.by_symbol.len();
         }
     }
 
     /// Ends `key`'s `*` subscription.
     pub fn unsubscribe_all(&mut self, key: Key) {
-        if self.all.swap_remove(&key) {
+        if remove(&mut self.all, key) {
             self.subscriptions -= self.by_symbol.len();
         }
     }
@@ -68,7 +68,7 @@ impl SubscriberIndex {
     pub fn subscribe(&mut self, key: Key, symbols: &[SymbolId]) {
         for &symbol in symbols {
             if let Some(list) = self.by_symbol.get_mut(symbol as usize) {
-                if list.insert(key) {
+                if insert(list, key) {
                     self.subscriptions += 1;
                 }
             }
@@ -79,7 +79,7 @@ impl SubscriberIndex {
     pub fn unsubscribe(&mut self, key: Key, symbols: impl IntoIterator<Item = SymbolId>) {
         for symbol in symbols {
             if let Some(list) = self.by_symbol.get_mut(symbol as usize) {
-                if list.swap_remove(&key) {
+                if remove(list, key) {
                     self.subscriptions -= 1;
                 }
             }
@@ -91,17 +91,19 @@ impl SubscriberIndex {
         self.by_symbol[symbol as usize]
             .iter()
             .chain(self.all.iter())
-            .copied()
+            .map(|&key| key as Key)
     }
 
     /// The connections that named `symbol` (not the `*` subscribers).
     pub fn named_subscribers(&self, symbol: SymbolId) -> impl Iterator<Item = Key> + '_ {
-        self.by_symbol[symbol as usize].iter().copied()
+        self.by_symbol[symbol as usize]
+            .iter()
+            .map(|&key| key as Key)
     }
 
     /// The `*` subscribers.
     pub fn all_subscribers(&self) -> impl Iterator<Item = Key> + '_ {
-        self.all.iter().copied()
+        self.all.iter().map(|&key| key as Key)
     }
 
     /// How many connections are subscribed to `*`.
@@ -113,6 +115,29 @@ impl SubscriberIndex {
     pub fn has_subscribers(&self, symbol: SymbolId) -> bool {
         !self.all.is_empty() || !self.by_symbol[symbol as usize].is_empty()
     }
+}
+
+/// Adds `key` to `list` unless it is there; whether it was added.
+fn insert(list: &mut Vec<u32>, key: Key) -> bool {
+    let key = u32::try_from(key).expect("a shard holds fewer than 2^32 connections");
+    if list.contains(&key) {
+        return false;
+    }
+    list.push(key);
+    true
+}
+
+/// Takes `key` out of `list`; whether it was there. An emptied list gives
+/// its memory back.
+fn remove(list: &mut Vec<u32>, key: Key) -> bool {
+    let Some(at) = list.iter().position(|&k| k as Key == key) else {
+        return false;
+    };
+    list.swap_remove(at);
+    if list.is_empty() {
+        *list = Vec::new();
+    }
+    true
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@
 //! (one batch in the writer's hands, up to `max_bytes` more queued) plus one
 //! frame per subscribed symbol while behind, plus at most one request's
 //! replies over the limit (a `*` subscribe's snapshots). An idle outbox
-//! keeps room for [`KEPT_FRAMES`] frames and nothing else.
+//! holds no heap memory.
 //!
 //! Exactly one close frame is ever queued: the first [`Outbox::close`] wins.
 
@@ -46,11 +46,6 @@ use crate::stats::Stats;
 use crate::tick::SymbolId;
 use crate::wire::close::{self, CloseCode};
 use crate::wire::frame::{close_frame, ping_frame};
-
-/// Frames an idle outbox keeps room for (its queue and the writer's batch
-/// swap their buffers at every take, so the usual write of a frame or two
-/// allocates nothing); larger queues are given back once sent.
-pub const KEPT_FRAMES: usize = 4;
 
 /// Limits of one outbox.
 #[derive(Clone, Copy, Debug)]
@@ -123,7 +118,9 @@ pub struct Outbox {
     latest_bytes: usize,
     /// While behind: the newest unsent tick of each symbol, in first-
     /// conflated order.
-    latest: IndexMap<SymbolId, Bytes>,
+    /// Boxed, and only while behind: most clients never are, and an
+    /// outbox stays small.
+    latest: Option<Box<IndexMap<SymbolId, Bytes>>>,
     /// Since when the client is behind (its ticks conflate).
     behind_since: Option<Instant>,
     closing: Closing,
@@ -144,7 +141,7 @@ impl Outbox {
             tick_bytes: 0,
             reply_bytes: 0,
             latest_bytes: 0,
-            latest: IndexMap::new(),
+            latest: None,
             behind_since: None,
             closing: Closing::Open,
             peak_bytes: 0,
@@ -252,11 +249,14 @@ impl Outbox {
     /// Forgets any conflated tick of `symbols`, so nothing of theirs is
     /// sent after an `unsubscribed` reply.
     pub fn forget_symbols(&mut self, symbols: &[SymbolId]) {
-        if !self.latest.is_empty() {
+        if let Some(latest) = &mut self.latest {
             for symbol in symbols {
-                if let Some(old) = self.latest.swap_remove(symbol) {
+                if let Some(old) = latest.swap_remove(symbol) {
                     self.latest_bytes -= old.len();
                 }
+            }
+            if latest.is_empty() {
+                self.latest = None;
             }
         }
     }
@@ -302,7 +302,7 @@ impl Outbox {
 
     fn discard(&mut self) {
         self.queue = VecDeque::new();
-        self.latest = IndexMap::new();
+        self.latest = None;
         self.latest_bytes = 0;
         self.tick_bytes = 0;
         self.reply_bytes = 0;
@@ -320,7 +320,8 @@ impl Outbox {
     /// Conflation: `frame` takes the place of any older unsent tick of
     /// `symbol` in the while-behind map.
     fn keep_newest(&mut self, symbol: SymbolId, frame: &Bytes) {
-        if let Some(old) = self.latest.insert(symbol, frame.clone()) {
+        let latest = self.latest.get_or_insert_with(Default::default);
+        if let Some(old) = latest.insert(symbol, frame.clone()) {
             self.latest_bytes -= old.len();
         }
         self.latest_bytes += frame.len();
@@ -333,7 +334,7 @@ impl Outbox {
 
     /// Moves everything queued into `batch` (in send order).
     pub fn take(&mut self, batch: &mut VecDeque<Bytes>) -> Take {
-        let empty = self.queue.is_empty() && self.latest.is_empty();
+        let empty = self.queue.is_empty() && self.latest_bytes == 0;
         match &self.closing {
             Closing::Open => {}
             Closing::Pending { frame, discard } if *discard || empty => {
@@ -347,14 +348,12 @@ impl Outbox {
         }
         if empty {
             // Everything sent: whatever the client was behind on, it has
-            // caught up. An idle outbox gives back all but a little room.
+            // caught up. An idle outbox gives its memory back.
             self.behind_since = None;
-            if self.queue.capacity() > KEPT_FRAMES {
+            if self.queue.capacity() > 0 {
                 self.queue = VecDeque::new();
             }
-            if self.latest.capacity() > 0 {
-                self.latest = IndexMap::new();
-            }
+
             return Take::Idle;
         }
         if batch.is_empty() {
@@ -362,7 +361,9 @@ impl Outbox {
         } else {
             batch.extend(self.queue.drain(..));
         }
-        batch.extend(self.latest.drain(..).map(|(_, frame)| frame));
+        if let Some(latest) = self.latest.take() {
+            batch.extend(latest.into_iter().map(|(_, frame)| frame));
+        }
         self.latest_bytes = 0;
         self.tick_bytes = 0;
         self.reply_bytes = 0;
@@ -376,7 +377,7 @@ impl Outbox {
         // of their symbols, which would be queued ahead of them once the
         // client no longer counts as behind: stay behind until they are
         // sent.
-        if self.latest.is_empty() {
+        if self.latest_bytes == 0 {
             self.behind_since = None;
         }
     }
@@ -641,7 +642,7 @@ mod tests {
         assert!(matches!(ob.take(&mut batch), Take::Frames));
         assert!(ob.queue.capacity() >= 100);
         assert!(matches!(ob.take(&mut VecDeque::new()), Take::Idle));
-        assert!(ob.queue.capacity() <= KEPT_FRAMES);
+        assert_eq!(ob.queue.capacity(), 0);
     }
 
     #[test]

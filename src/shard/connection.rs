@@ -29,7 +29,7 @@ use bytes::{Buf, Bytes};
 
 use super::transport::Transport;
 use crate::fanout::encode::batch_ticks;
-use crate::fanout::outbox::{Outbox, Take, KEPT_FRAMES};
+use crate::fanout::outbox::{Outbox, Take};
 use crate::session::{Session, CLOSE_GRACE};
 use crate::stats::Stats;
 use crate::wire::reader::FrameReader;
@@ -197,9 +197,8 @@ impl Connection {
                         }
                     }
                     Take::Idle => {
-                        if self.batch.capacity() > KEPT_FRAMES {
-                            self.batch = VecDeque::new();
-                        }
+                        // An idle connection holds no buffer.
+                        self.batch = VecDeque::new();
                         return Ok(Wrote::Idle);
                     }
                     Take::Close(frame) => {
