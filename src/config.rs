@@ -127,7 +127,8 @@ pub struct Config {
 
     /// Ticks of each symbol kept for clients that reconnect and resume
     /// with `from` (0: none; resuming clients then get reset snapshots).
-    /// Costs about 200 bytes per tick: symbols × depth × 200 B in all.
+    /// Costs about 200 bytes per tick, in every shard (each keeps its
+    /// own): symbols × depth × 200 B × shards in all.
     #[arg(long, env = "TICKCAST_HISTORY_DEPTH", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub history_depth: u32,
@@ -187,10 +188,10 @@ pub struct Config {
     #[arg(long, env = "TICKCAST_PING_INTERVAL", default_value = "30", value_parser = parse_seconds)]
     pub ping_interval: Duration,
 
-    /// Client requests (subscribe, unsubscribe, ping) per second per
-    /// connection, with bursts of as many. Past it a request gets a
-    /// `rate_limited` error; a client still sending after another second's
-    /// worth of refusals is closed with 1008.
+    /// Frames per second per connection (requests, pings, pongs and each
+    /// fragment of a message all count), with bursts of as many. Past it a
+    /// request gets a `rate_limited` error; a client still sending after
+    /// another second's worth of refusals is closed with 1008.
     #[arg(long, env = "TICKCAST_MAX_MESSAGES_PER_SECOND", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_messages_per_second: u32,

@@ -4,13 +4,14 @@
 //! * The upgrade's `read_buf` holds bytes the client sent right after the
 //!   handshake; they must reach the reader (`src/http/ws.rs`).
 //! * In split mode the library can answer a close with a second close
-//!   frame; the outbox lets exactly one out (`src/session/outbox.rs`).
-//! * `read_frame` is not cancellation-safe; the reader runs in its own task
-//!   so a request trickling in while ticks flow is never cut
-//!   (`src/session/reader.rs`).
+//!   frame; `/ws` no longer uses its reader, and the outbox lets exactly
+//!   one close out (`src/fanout/outbox.rs`).
+//! * `read_frame` is not cancellation-safe; the shard's own frame reader
+//!   keeps a request that trickles in while ticks flow
+//!   (`src/wire/reader.rs`).
 //! * Unmasked client frames are accepted by the library and an unbounded
-//!   fragmented message is collected whole; see `bad_input.rs`
-//!   (`src/session/guard.rs`).
+//!   fragmented message is collected whole; `src/wire/reader.rs` refuses
+//!   both, see `bad_input.rs`.
 
 mod common;
 

@@ -48,13 +48,17 @@ pub use outbox::{Outbox, Outboxes};
 use throttle::{Latest, Throttles};
 
 /// Most ticks handled per pass before the shard reads and writes its
-/// sockets again.
-const BATCH: usize = 1024;
+/// sockets again: as many as the default ring holds. A pass drains what
+/// has arrived, so the slower the writes, the more frames each carries
+/// (the loop clocks itself); a smaller cap would let a shard that cannot
+/// keep up fall further behind with every pass.
+const BATCH: usize = 65_536;
 
-/// Most outbox pushes per pass: with many subscribers per tick, a pass ends
-/// after this much work even if fewer than [`BATCH`] ticks were read, so
-/// sockets are never left unwritten for long.
-const PUSH_BUDGET: usize = 64 * 1024;
+/// Most outbox pushes per pass (about 4 M: ~100 ms of fan-out work): with
+/// many subscribers per tick, a pass ends after this much even if fewer
+/// than [`BATCH`] ticks were read, so sockets are never left unread and
+/// unwritten for long.
+const PUSH_BUDGET: usize = 1 << 22;
 
 /// Most ticks replayed for one subscribe with `from`; symbols past it get a
 /// reset snapshot instead. Bounds the replies one request can queue (and

@@ -550,7 +550,9 @@ pub fn count_push(stats: &Stats, pushed: Pushed) {
         Pushed::Conflated => Stats::add(&stats.conflated, 1),
         Pushed::ClosedSlow => {
             Stats::add(&stats.slow_consumer_closes, 1);
-            tracing::info!("closed a client that stayed behind: slow consumer");
+            // Counted; at debug level, as a mass stall would otherwise
+            // flood the log from the shard's thread.
+            tracing::debug!("closed a client that stayed behind: slow consumer");
         }
     }
 }

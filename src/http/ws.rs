@@ -1,5 +1,5 @@
 //! `GET /ws`: the token check (with `--auth-secret`), the WebSocket
-//! upgrade, then hand-over to a `session`.
+//! upgrade, then handoff to a `shard`.
 //!
 //! fastwebsockets performs the handshake. Once hyper has switched
 //! protocols, the raw connection comes back out of hyper

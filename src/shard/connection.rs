@@ -263,7 +263,7 @@ impl Connection {
                 if let Some(taken_at) = self.taken_at.take() {
                     stats
                         .write_latency
-                        .observe(now.saturating_duration_since(taken_at).as_secs_f64());
+                        .observe(taken_at.elapsed().as_secs_f64());
                 }
                 if self.close_in_batch {
                     return self.finish_close(outbox, now);

@@ -180,6 +180,7 @@ impl Shards {
                 expiries: BinaryHeap::new(),
                 next_ping: ctx.ping_interval.map(|interval| Instant::now() + interval),
                 shutdown_by: None,
+                early: None,
                 load: load.clone(),
             };
             let thread = std::thread::Builder::new()
@@ -281,6 +282,8 @@ struct Shard {
     next_ping: Option<Instant>,
     /// Set at shutdown: when the shard stops at the latest.
     shutdown_by: Option<Instant>,
+    /// Bytes a connection being admitted sent with its handshake.
+    early: Option<Vec<u8>>,
     load: Arc<AtomicUsize>,
 }
 
@@ -325,15 +328,11 @@ impl Shard {
             for key in std::mem::take(&mut self.to_read) {
                 self.isolated(key, now, Self::resume_reading);
             }
-            ring = self.fanout.drain(&mut self.cursor, &mut self.outboxes);
-            self.fanout.flush_throttled(now, &mut self.outboxes);
-            if self.next_ping.is_some_and(|due| due <= now) {
-                self.ping_all(now);
-            }
-            if now >= next_sweep {
-                self.sweep(now);
+            let sweep = now >= next_sweep;
+            if sweep {
                 next_sweep = now + SWEEP;
             }
+            ring = self.serve_clocks(now, sweep);
             self.write_pushed(now);
             if let Some(by) = self.shutdown_by {
                 if self.conns.is_empty() || now >= by {
@@ -352,6 +351,34 @@ impl Shard {
         for key in keys {
             self.finish(key);
         }
+    }
+
+    /// The shard-wide part of a pass: the ring, the throttled lanes, the
+    /// ping clock and (with `sweep`) the deadlines. A panic in it (a bug)
+    /// is logged and counted, and the shard goes on serving: its clients
+    /// may have missed what that pass would have sent them, as the log
+    /// says, but none is dropped.
+    fn serve_clocks(&mut self, now: Instant, sweep: bool) -> Pass {
+        let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let ring = self.fanout.drain(&mut self.cursor, &mut self.outboxes);
+            self.fanout.flush_throttled(now, &mut self.outboxes);
+            if self.next_ping.is_some_and(|due| due <= now) {
+                self.ping_all(now);
+            }
+            if sweep {
+                self.sweep(now);
+            }
+            ring
+        }));
+        served.unwrap_or_else(|_| {
+            Stats::add(&self.ctx.stats.connection_panics, 1);
+            tracing::error!(
+                shard = self.index,
+                "a panic in a shard's fan-out or timers; the shard carries on, but its \
+                 clients may have missed ticks. This is a bug: please report it with this log line"
+            );
+            Pass::Full
+        })
     }
 
     /// The soonest thing the loop must do without an event.
@@ -455,25 +482,20 @@ impl Shard {
         stats.sessions_open.fetch_add(1, Ordering::Relaxed);
         Stats::add(&stats.sessions_total, 1);
         if !early.is_empty() {
-            let mut early = early.to_vec();
-            self.isolated_feed(key, &mut early, now);
+            self.early = Some(early.to_vec());
+            self.isolated(key, now, Self::feed_early);
         }
         // Bytes may have arrived before the socket was registered, or sit
         // decrypted inside the TLS session: read now, not at an event.
         self.isolated(key, now, Self::read);
     }
 
-    fn isolated_feed(&mut self, key: Key, bytes: &mut [u8], now: Instant) {
-        let done = std::panic::catch_unwind(AssertUnwindSafe(|| self.feed(key, bytes, now)));
-        if done.is_err() {
-            Stats::add(&self.ctx.stats.connection_panics, 1);
-            tracing::error!(
-                shard = self.index,
-                "a panic ended one connection; this is a bug"
-            );
-            self.outboxes
-                .close(key, close::INTERNAL_ERROR, "internal error");
-        }
+    /// Hands what the client sent with its handshake to its reader.
+    fn feed_early(&mut self, key: Key, now: Instant) {
+        let Some(mut early) = self.early.take() else {
+            return;
+        };
+        self.feed(key, &mut early, now);
     }
 
     /// Hands `bytes` from connection `key`'s socket to its frame reader

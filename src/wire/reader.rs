@@ -2,9 +2,9 @@
 //! event loop that reads each ready socket into one shared scratch buffer
 //! and hands the bytes to that connection's reader.
 //!
-//! It does what `session::guard` and fastwebsockets 0.10 do together on
-//! the async path, with the same verdicts (close 1002, 1007 or 1009; see
-//! [`Fault::close_code`]):
+//! It enforces what RFC 6455 asks of client frames and the server's own
+//! limits, with the verdicts fastwebsockets 0.10 and Autobahn|Testsuite
+//! expect (close 1002, 1007 or 1009; see [`Fault::close_code`]):
 //!
 //! * Headers are checked byte by byte as they arrive, before any payload
 //!   is kept: a frame announcing a message over the limit is refused as
