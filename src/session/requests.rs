@@ -248,12 +248,12 @@ impl Request<'_> {
                 }
             }
         } else {
-            for id in ids {
-                if let Some(interval) = subs.remove(id) {
-                    request.removed.push(id);
-                    if let Some(interval) = interval {
-                        request.throttled.push((id, interval));
-                    }
+            // One pass over the subscriptions, however many are named.
+            let named: HashSet<SymbolId> = ids.into_iter().collect();
+            for (id, interval) in subs.remove_many(&named) {
+                request.removed.push(id);
+                if let Some(interval) = interval {
+                    request.throttled.push((id, interval));
                 }
             }
         }

@@ -79,6 +79,24 @@ impl Subscriptions {
         Some((micros > 0).then(|| Duration::from_micros(u64::from(micros))))
     }
 
+    /// Removes those of `symbols` subscribed by name, in one pass over the
+    /// list, returning each with its interval.
+    pub fn remove_many(
+        &mut self,
+        symbols: &std::collections::HashSet<SymbolId>,
+    ) -> Vec<(SymbolId, Option<Duration>)> {
+        let mut removed = Vec::new();
+        self.named.retain(|&(id, micros)| {
+            if !symbols.contains(&id) {
+                return true;
+            }
+            let interval = (micros > 0).then(|| Duration::from_micros(u64::from(micros)));
+            removed.push((id, interval));
+            false
+        });
+        removed
+    }
+
     /// Stops being a `*` subscriber, keeping `kept` by name (unthrottled).
     pub fn leave_all(&mut self, kept: &[SymbolId]) {
         self.all = false;

@@ -82,6 +82,9 @@ pub struct Connection {
     /// Once a close is decided and output is stuck: until when what was
     /// queued before it may still go out.
     pub(super) flush_deadline: Option<Instant>,
+    /// Once a close is decided and output is stuck: when the connection is
+    /// dropped if its socket still takes nothing.
+    pub(super) abort_at: Option<Instant>,
     /// Reading waits until the client reads its replies.
     pub(super) read_paused: bool,
     /// The peer ended its stream.
@@ -123,6 +126,7 @@ impl Connection {
             blocked: false,
             refusing_since: None,
             flush_deadline: None,
+            abort_at: None,
             read_paused: false,
             eof: false,
             close_sent_until: None,
@@ -136,9 +140,23 @@ impl Connection {
     /// peer has answered or gone, or it was aborted.
     pub fn is_done(&self, outbox: &Outbox) -> bool {
         if self.close_sent_until.is_some() {
-            return self.session.peer_closed() || self.eof || self.session.done_reading();
+            // Done reading for another reason (a fault, a flood) is not an
+            // answer: the socket lingers, unread, until its deadline.
+            return self.session.peer_closed() || self.eof;
         }
         outbox.is_finished() && self.batch.is_empty() && !self.close_in_batch
+    }
+
+    /// Writes `frame` (a close frame) straight to the socket, if no frame
+    /// is half-written, and ends our side: a best effort for a connection
+    /// that is about to be dropped without going through its outbox.
+    pub fn send_close_now(&mut self, frame: &[u8]) {
+        if self.front_started || self.close_sent_until.is_some() {
+            return;
+        }
+        let _ = self.transport.write_vectored(&[IoSlice::new(frame)]);
+        let _ = self.transport.flush();
+        self.transport.shutdown_write();
     }
 
     /// Whether a deadline applies to this connection now.

@@ -51,6 +51,7 @@ use crate::stats::Stats;
 use crate::symbol::Symbols;
 use crate::tick::Tick;
 use crate::wire::close;
+use crate::wire::frame::close_frame;
 use crate::wire::reader::{Fed, FrameReader};
 use connection::{Connection, Held, Wrote};
 use transport::Transport;
@@ -99,12 +100,20 @@ struct Handle {
     waker: Arc<Waker>,
     /// Connections open on it.
     load: Arc<AtomicUsize>,
+    /// Its thread has stopped taking connections (it ended).
+    gone: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Handle {
-    fn send(&self, control: Control) -> bool {
-        self.control.send(control).is_ok() && self.waker.wake().is_ok()
+    /// Sends `control` and wakes the shard; hands `control` back if the
+    /// shard has ended.
+    fn send(&self, control: Control) -> Result<(), Control> {
+        self.control.send(control).map_err(|unsent| unsent.0)?;
+        // Fails only if the poll is gone, and then the thread too: what was
+        // sent is dropped with the channel.
+        let _ = self.waker.wake();
+        Ok(())
     }
 }
 
@@ -180,7 +189,6 @@ impl Shards {
                 expiries: BinaryHeap::new(),
                 next_ping: ctx.ping_interval.map(|interval| Instant::now() + interval),
                 shutdown_by: None,
-                early: None,
                 load: load.clone(),
             };
             let thread = std::thread::Builder::new()
@@ -190,6 +198,7 @@ impl Shards {
                 control,
                 waker,
                 load,
+                gone: AtomicBool::new(false),
                 thread: Mutex::new(Some(thread)),
             });
         }
@@ -206,27 +215,37 @@ impl Shards {
         self.shards.len()
     }
 
-    /// Hands `handoff` to the shard with the fewest connections. After
-    /// shutdown the connection is closed with 1001 at once.
+    /// Hands `handoff` to the running shard with the fewest connections
+    /// (the counts are read without a lock, so concurrent handoffs may
+    /// pick the same one: the balance is approximate). During shutdown's
+    /// grace period the connection is closed with 1001 at once; once every
+    /// shard has ended it is dropped.
     pub fn hand_off(&self, handoff: Handoff) {
-        let least = self
+        let mut control = Control::Connection(Box::new(handoff));
+        while let Some(least) = self
             .shards
             .iter()
+            .filter(|shard| !shard.gone.load(Ordering::Relaxed))
             .min_by_key(|shard| shard.load.load(Ordering::Relaxed))
-            .expect("at least one shard");
-        least.load.fetch_add(1, Ordering::Relaxed);
-        if !least.send(Control::Connection(Box::new(handoff))) {
-            least.load.fetch_sub(1, Ordering::Relaxed);
+        {
+            least.load.fetch_add(1, Ordering::Relaxed);
+            match least.send(control) {
+                Ok(()) => return,
+                Err(unsent) => {
+                    least.load.fetch_sub(1, Ordering::Relaxed);
+                    least.gone.store(true, Ordering::Relaxed);
+                    control = unsent;
+                }
+            }
         }
+        tracing::warn!("no connection shard is running; dropped a connection");
     }
 
     /// The last tick of every symbol, in symbol order, as the first shard
     /// has fanned them out; `None` once the shards have stopped.
     pub async fn quotes(&self) -> Option<Vec<Option<Tick>>> {
         let (reply, answer) = oneshot::channel();
-        if !self.shards[0].send(Control::Quotes(reply)) {
-            return None;
-        }
+        self.shards[0].send(Control::Quotes(reply)).ok()?;
         answer.await.ok()
     }
 
@@ -238,7 +257,7 @@ impl Shards {
             return;
         }
         for shard in &self.shards {
-            shard.send(Control::Shutdown);
+            let _ = shard.send(Control::Shutdown);
         }
         for shard in &self.shards {
             let thread = shard
@@ -276,14 +295,12 @@ struct Shard {
     /// Keys whose reading resumes (their replies drained).
     to_read: Vec<Key>,
     /// Keys with a deadline, swept every [`SWEEP`].
-    timed: Vec<Key>,
+    timed: Vec<(Key, ConnId)>,
     /// Token expiries: when, which key, which connection.
     expiries: BinaryHeap<Reverse<(SystemTime, Key, ConnId)>>,
     next_ping: Option<Instant>,
     /// Set at shutdown: when the shard stops at the latest.
     shutdown_by: Option<Instant>,
-    /// Bytes a connection being admitted sent with its handshake.
-    early: Option<Vec<u8>>,
     load: Arc<AtomicUsize>,
 }
 
@@ -319,8 +336,25 @@ impl Shard {
                             // Listed to be written below.
                             let _ = self.outboxes.get_mut(key);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        let ended = event.is_read_closed() || event.is_error();
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            if ended && conn.session.done_reading() {
+                                // Not read any more, but its end is seen
+                                // (EPOLLRDHUP) without reading what is
+                                // left: the connection can go.
+                                conn.eof = true;
+                                let _ = self.outboxes.get_mut(key);
+                            }
+                        }
+                        if event.is_readable() || ended {
                             self.isolated(key, now, Self::read);
+                        }
+                        if let Some(conn) = self.conns.get(key) {
+                            if conn.transport.has_unsent() {
+                                // Reading TLS queued records (an alert, a
+                                // key update): they go out with the writes.
+                                let _ = self.outboxes.get_mut(key);
+                            }
                         }
                     }
                 }
@@ -354,48 +388,65 @@ impl Shard {
     }
 
     /// The shard-wide part of a pass: the ring, the throttled lanes, the
-    /// ping clock and (with `sweep`) the deadlines. A panic in it (a bug)
-    /// is logged and counted, and the shard goes on serving: its clients
-    /// may have missed what that pass would have sent them, as the log
-    /// says, but none is dropped.
+    /// ping clock and (with `sweep`) the deadlines. Each is caught on its
+    /// own: a panic in one (a bug) is logged and counted, and the shard
+    /// goes on serving, the other clocks included; its clients may have
+    /// missed what that step would have sent them, as the log says.
     fn serve_clocks(&mut self, now: Instant, sweep: bool) -> Pass {
-        let served = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let ring = self.fanout.drain(&mut self.cursor, &mut self.outboxes);
-            self.fanout.flush_throttled(now, &mut self.outboxes);
-            if self.next_ping.is_some_and(|due| due <= now) {
-                self.ping_all(now);
+        let ring = self
+            .caught("the fan-out", |shard| {
+                shard.fanout.drain(&mut shard.cursor, &mut shard.outboxes)
+            })
+            .unwrap_or(Pass::Drained);
+        self.caught("the throttled lanes", |shard| {
+            shard.fanout.flush_throttled(now, &mut shard.outboxes);
+        });
+        if self.next_ping.is_some_and(|due| due <= now) {
+            self.caught("the ping clock", |shard| shard.ping_all(now));
+        }
+        if sweep {
+            self.caught("the deadlines", |shard| shard.sweep(now));
+        }
+        ring
+    }
+
+    /// Runs `step`, one of the shard-wide steps of a pass; a panic in it is
+    /// logged and counted, and `None` returned.
+    fn caught<T>(&mut self, what: &str, step: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| step(self))) {
+            Ok(done) => Some(done),
+            Err(_) => {
+                Stats::add(&self.ctx.stats.connection_panics, 1);
+                tracing::error!(
+                    shard = self.index,
+                    "a panic in {what} of a shard; the shard carries on, but its clients may \
+                     have missed ticks. This is a bug: please report it with this log line"
+                );
+                None
             }
-            if sweep {
-                self.sweep(now);
-            }
-            ring
-        }));
-        served.unwrap_or_else(|_| {
-            Stats::add(&self.ctx.stats.connection_panics, 1);
-            tracing::error!(
-                shard = self.index,
-                "a panic in a shard's fan-out or timers; the shard carries on, but its \
-                 clients may have missed ticks. This is a bug: please report it with this log line"
-            );
-            Pass::Full
-        })
+        }
     }
 
     /// The soonest thing the loop must do without an event.
     fn next_deadline(&self, next_sweep: Instant) -> Option<Instant> {
-        let sweep =
-            (!self.timed.is_empty() || !self.expiries.is_empty() || self.shutdown_by.is_some())
-                .then_some(next_sweep);
-        [self.fanout.next_flush(), self.next_ping, sweep]
+        let sweep = (!self.timed.is_empty() || self.shutdown_by.is_some()).then_some(next_sweep);
+        // A token's expiry, converted from the wall clock (checked again
+        // against it when due).
+        let expiry = self.expiries.peek().map(|Reverse((at, _, _))| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            (Instant::now() + left).max(next_sweep)
+        });
+        [self.fanout.next_flush(), self.next_ping, sweep, expiry]
             .into_iter()
             .flatten()
             .min()
     }
 
     /// Runs `work` on connection `key`; a panic in it (a bug) costs only
-    /// that connection: it is closed with 1011, and the panic logged and
-    /// counted.
-    fn isolated(&mut self, key: Key, now: Instant, work: fn(&mut Self, Key, Instant)) {
+    /// that connection: it is logged and counted, the connection gets a
+    /// best-effort 1011 close frame and is dropped at once, and nothing of
+    /// it runs again (a bug that panics once would panic every pass).
+    fn isolated(&mut self, key: Key, now: Instant, work: impl FnOnce(&mut Self, Key, Instant)) {
         let done = std::panic::catch_unwind(AssertUnwindSafe(|| work(self, key, now)));
         if let Err(panic) = done {
             let message = panic
@@ -410,10 +461,18 @@ impl Shard {
                  unaffected. This is a bug: please report it with this log line"
             );
             Stats::add(&self.ctx.stats.connection_panics, 1);
-            self.outboxes
-                .close(key, close::INTERNAL_ERROR, "internal error");
             if let Some(conn) = self.conns.get_mut(key) {
-                conn.session.stop_reading();
+                conn.send_close_now(&close_frame(close::INTERNAL_ERROR, "internal error"));
+            }
+            if let Some(outbox) = self.outboxes.get_for_writing(key) {
+                outbox.abort();
+            }
+            let finished = std::panic::catch_unwind(AssertUnwindSafe(|| self.finish(key)));
+            if finished.is_err() {
+                tracing::error!(
+                    shard = self.index,
+                    "ending a connection after a panic panicked too"
+                );
             }
         }
     }
@@ -473,29 +532,24 @@ impl Shard {
             session,
             held,
         ));
-        let mut outbox = Outbox::new(self.ctx.outbox_limits);
+        self.outboxes
+            .insert(key, Outbox::new(self.ctx.outbox_limits));
         if self.shutdown_by.is_some() {
-            outbox.close_with(close::GOING_AWAY, "server shutting down");
+            self.outboxes
+                .close(key, close::GOING_AWAY, "server shutting down");
         }
-        self.outboxes.insert(key, outbox);
         let stats = &self.ctx.stats;
         stats.sessions_open.fetch_add(1, Ordering::Relaxed);
         Stats::add(&stats.sessions_total, 1);
         if !early.is_empty() {
-            self.early = Some(early.to_vec());
-            self.isolated(key, now, Self::feed_early);
+            let mut early = early.to_vec();
+            self.isolated(key, now, |shard, key, now| {
+                shard.feed(key, &mut early, now);
+            });
         }
         // Bytes may have arrived before the socket was registered, or sit
         // decrypted inside the TLS session: read now, not at an event.
         self.isolated(key, now, Self::read);
-    }
-
-    /// Hands what the client sent with its handshake to its reader.
-    fn feed_early(&mut self, key: Key, now: Instant) {
-        let Some(mut early) = self.early.take() else {
-            return;
-        };
-        self.feed(key, &mut early, now);
     }
 
     /// Hands `bytes` from connection `key`'s socket to its frame reader
@@ -537,7 +591,12 @@ impl Shard {
                     _ => fault.to_string(),
                 };
                 outboxes.close(key, fault.close_code(), &reason);
+                // Nothing more is read; the socket stays open a grace
+                // period for the close frame to be read (dropping it with
+                // unread input would reset it, and the close be lost).
                 conn.session.stop_reading();
+                conn.stop_reading_until = Some(now + CLOSE_GRACE);
+                Self::time(timed, key, conn);
                 false
             }
         }
@@ -574,13 +633,7 @@ impl Shard {
                         return;
                     }
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    if conn.transport.has_unsent() {
-                        // TLS answered something (a key update, an alert).
-                        let _ = self.outboxes.get_mut(key);
-                    }
-                    return;
-                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     tracing::debug!(conn = conn.session.conn, %err, "read failed; the peer is gone");
@@ -607,10 +660,10 @@ impl Shard {
     }
 
     /// Lists `key` among the connections with a deadline.
-    fn time(timed: &mut Vec<Key>, key: Key, conn: &mut Connection) {
+    fn time(timed: &mut Vec<(Key, ConnId)>, key: Key, conn: &mut Connection) {
         if !conn.timed {
             conn.timed = true;
-            timed.push(key);
+            timed.push((key, conn.session.conn));
         }
     }
 
@@ -636,6 +689,11 @@ impl Shard {
 
     /// Deadlines: tokens that expired, writes stuck for the write timeout,
     /// closes whose flush or answer took too long.
+    ///
+    /// A close decided while the socket is full gets [`CLOSE_GRACE`] to
+    /// send what was queued before it, then its frame goes next; if the
+    /// socket still takes nothing by the write timeout (at least the
+    /// grace) after the close was decided, the connection is dropped.
     fn sweep(&mut self, now: Instant) {
         let wall = SystemTime::now();
         while let Some(Reverse((at, key, conn))) = self.expiries.peek().copied() {
@@ -649,38 +707,38 @@ impl Shard {
             }
         }
         let timed = std::mem::take(&mut self.timed);
-        for key in timed {
-            let Some(conn) = self.conns.get_mut(key) else {
+        for (key, id) in timed {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.session.conn == id) else {
+                // Ended; the key may serve another connection now.
                 continue;
             };
             let Some(outbox) = self.outboxes.get_mut(key) else {
                 continue;
             };
-            if conn.blocked {
-                let write_timeout = outbox.limits().write_timeout;
-                if outbox.is_closing() && conn.flush_deadline.is_none() {
-                    conn.flush_deadline = Some(now + CLOSE_GRACE);
-                }
-                if conn.flush_deadline.is_some_and(|at| at <= now) {
-                    // Closing, and the peer is too slow to take the rest:
-                    // the close frame goes next.
-                    conn.flush_deadline = None;
+            let write_timeout = outbox.limits().write_timeout;
+            if conn.blocked && outbox.is_closing() {
+                let give_up_at = *conn.flush_deadline.get_or_insert(now + CLOSE_GRACE);
+                let abort_at = *conn
+                    .abort_at
+                    .get_or_insert(now + write_timeout.max(CLOSE_GRACE));
+                if give_up_at <= now {
+                    // The peer is too slow to take the rest: the close
+                    // frame goes next.
                     outbox.give_up_flush();
-                    conn.refusing_since = Some(now);
-                } else if conn
+                }
+                if abort_at <= now {
+                    // The peer takes nothing: waiting longer would not get
+                    // the close out.
+                    outbox.abort();
+                    conn.blocked = false;
+                }
+            } else if conn.blocked
+                && conn
                     .refusing_since
                     .is_some_and(|since| now.saturating_duration_since(since) >= write_timeout)
-                {
-                    if outbox.close_slow() {
-                        Stats::add(&self.ctx.stats.slow_consumer_closes, 1);
-                        conn.refusing_since = Some(now);
-                    } else {
-                        // Already closing, and the peer takes nothing:
-                        // waiting longer would not get the close out.
-                        outbox.abort();
-                        conn.blocked = false;
-                    }
-                }
+                && outbox.close_slow()
+            {
+                Stats::add(&self.ctx.stats.slow_consumer_closes, 1);
             }
             if conn.close_sent_until.is_some_and(|at| at <= now)
                 || conn.stop_reading_until.is_some_and(|at| at <= now)
@@ -690,10 +748,18 @@ impl Shard {
                 conn.session.stop_reading();
             }
             if conn.has_deadline() {
-                self.timed.push(key);
+                self.timed.push((key, id));
             } else {
                 conn.timed = false;
             }
+        }
+        // Expiries of connections that ended stay in the heap until they
+        // pass; rebuild it when they outnumber the live ones.
+        if self.expiries.len() > 2 * self.conns.len() + 64 {
+            let conns = &self.conns;
+            self.expiries.retain(|Reverse((_, key, id))| {
+                conns.get(*key).is_some_and(|c| c.session.conn == *id)
+            });
         }
     }
 
