@@ -5,14 +5,15 @@
 //! connection after the WebSocket handshake ([`Handoff`]) and the
 //! connection stays there until it ends. Each pass of the loop:
 //!
-//! 1. reads every readable socket into the shard's one scratch buffer
+//! 1. reads the ring with the shard's own cursor and fans each tick out to
+//!    the shard's own subscribers (`fanout`: encoded once per shard);
+//! 2. serves the throttled lanes, the ping clock, token expiry and the
+//!    deadlines of stuck or closing connections;
+//! 3. reads every readable socket into the shard's one scratch buffer
 //!    ([`SCRATCH_BYTES`]), and hands the bytes to the connection's frame
 //!    reader (`wire::reader`) and its session (`session`), which answers
-//!    requests at once, subscriptions included, on this thread;
-//! 2. reads the ring with the shard's own cursor and fans each tick out to
-//!    the shard's own subscribers (`fanout`: encoded once per shard);
-//! 3. serves the throttled lanes, the ping clock, token expiry and the
-//!    deadlines of stuck or closing connections;
+//!    requests at once, subscriptions included, on this thread, against
+//!    every tick published before the pass began;
 //! 4. writes every connection that has pending frames, all of them in one
 //!    vectored write ([`connection::Connection::write`]); a socket that
 //!    would block waits for writability while backpressure works as the
@@ -325,6 +326,13 @@ impl Shard {
                 }
             }
             let now = Instant::now();
+            // The ring first: a request read below is answered against
+            // every tick published before this pass began.
+            let sweep = now >= next_sweep;
+            if sweep {
+                next_sweep = now + SWEEP;
+            }
+            ring = self.serve_clocks(now, sweep);
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.take_controls(now),
@@ -362,11 +370,6 @@ impl Shard {
             for key in std::mem::take(&mut self.to_read) {
                 self.isolated(key, now, Self::resume_reading);
             }
-            let sweep = now >= next_sweep;
-            if sweep {
-                next_sweep = now + SWEEP;
-            }
-            ring = self.serve_clocks(now, sweep);
             self.write_pushed(now);
             if let Some(by) = self.shutdown_by {
                 if self.conns.is_empty() || now >= by {
