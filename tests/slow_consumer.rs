@@ -166,7 +166,13 @@ async fn a_client_that_falls_behind_gets_the_newest_prices_and_recovers() {
     let mut last: HashMap<String, u64> = HashMap::new();
     let mut jumps = 0;
     let mut contiguous_after_jump = 0;
+    // A client that never catches up fails here rather than hanging.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while contiguous_after_jump < 2_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client did not catch up within 60 s ({jumps} jumps so far)"
+        );
         let msg = client.recv().await;
         if msg["type"] != "tick" {
             continue;
