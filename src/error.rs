@@ -99,3 +99,13 @@ pub enum Error {
         message: String,
     },
 }
+
+/// What a caught panic says: its message if it was given one (a `&str`
+/// or a formatted `String`), else "(no message)".
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}

@@ -90,16 +90,16 @@ fn describe(err: pem::Error) -> String {
     }
 }
 
+/// Files for tests that need a certificate on disk.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_files {
     use std::path::PathBuf;
 
     /// A scratch directory removed when dropped.
-    struct Scratch(PathBuf);
+    pub(crate) struct Scratch(PathBuf);
 
     impl Scratch {
-        fn new(name: &str) -> Scratch {
+        pub(crate) fn new(name: &str) -> Scratch {
             let dir = std::env::temp_dir().join(format!(
                 "tickcast-tls-{name}-{}-{:?}",
                 std::process::id(),
@@ -109,10 +109,16 @@ mod tests {
             Scratch(dir)
         }
 
-        fn file(&self, name: &str, contents: &str) -> PathBuf {
+        /// Writes `contents` to the file `name` in it.
+        pub(crate) fn file(&self, name: &str, contents: &str) -> PathBuf {
             let path = self.0.join(name);
             std::fs::write(&path, contents).unwrap();
             path
+        }
+
+        /// The path of `name` in it (not created).
+        pub(crate) fn path(&self, name: &str) -> PathBuf {
+            self.0.join(name)
         }
     }
 
@@ -121,6 +127,12 @@ mod tests {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_files::Scratch;
+    use super::*;
 
     fn self_signed() -> (String, String) {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -144,7 +156,7 @@ mod tests {
         let cert = dir.file("cert.pem", &cert_pem);
         let key = dir.file("key.pem", &key_pem);
 
-        let missing = dir.0.join("nowhere.pem");
+        let missing = dir.path("nowhere.pem");
         let err = load_certificates(&missing).unwrap_err().to_string();
         assert!(
             err.contains("nowhere.pem") && err.contains("certificate"),

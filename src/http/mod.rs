@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::error::panic_message;
 use crate::feed::ingest::IngestPort;
 use crate::metrics::Metrics;
 use crate::session::{ConnId, SessionContext};
@@ -233,11 +234,7 @@ pub async fn isolated<F: Future>(stats: &Stats, what: &str, work: F) -> Option<F
     match AssertUnwindSafe(work).catch_unwind().await {
         Ok(output) => Some(output),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("(no message)");
+            let message = panic_message(&*panic);
             tracing::error!(
                 panic = message,
                 "a panic ended {what}; the server carries on, other clients are unaffected. \

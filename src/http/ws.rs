@@ -148,30 +148,17 @@ pub async fn ingest(mut req: Request<Incoming>, state: &Arc<AppState>) -> Respon
     if !port.is_token(token.as_deref()) {
         return bad_token();
     }
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        let mut response = text(
-            StatusCode::UPGRADE_REQUIRED,
-            "this is the publishers' WebSocket endpoint: connect with a WebSocket client, \
-             e.g. `feed-sim publish`, and send ticks as JSON text frames\n",
-        );
-        response.headers_mut().insert(
-            hyper::header::UPGRADE,
-            hyper::header::HeaderValue::from_static("websocket"),
-        );
-        response.headers_mut().insert(
-            hyper::header::CONNECTION,
-            hyper::header::HeaderValue::from_static("Upgrade"),
-        );
-        return response;
+    if let Some(refused) = not_an_upgrade(
+        &req,
+        "this is the publishers' WebSocket endpoint: connect with a WebSocket client, \
+         e.g. `feed-sim publish`, and send ticks as JSON text frames\n",
+    ) {
+        return refused;
     }
-    let (response, upgrade) =
-        match fastwebsockets::upgrade::upgrade(&mut req) {
-            Ok(parts) => parts,
-            Err(_) => return text(
-                StatusCode::BAD_REQUEST,
-                "bad WebSocket handshake: send Sec-WebSocket-Key and Sec-WebSocket-Version: 13\n",
-            ),
-        };
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(parts) => parts,
+        Err(_) => return bad_handshake(),
+    };
     let publisher = match port.admit(token.as_deref()).await {
         Ok(publisher) => publisher,
         Err(Refused::BadToken) => return bad_token(),
@@ -254,7 +241,7 @@ fn accept(
     grant: Grant,
     held: Held,
 ) -> Response<Body> {
-    if let Some(refused) = not_an_upgrade(&req) {
+    if let Some(refused) = not_an_upgrade(&req, CONNECT_ADVICE) {
         return refused;
     }
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
@@ -303,16 +290,16 @@ fn accept(
     response.map(|_| Full::new(Bytes::new()))
 }
 
-/// 426 for a plain request to a WebSocket endpoint, saying how to connect.
-pub(super) fn not_an_upgrade(req: &Request<Incoming>) -> Option<Response<Body>> {
+/// What a plain request to `/ws` (or the echo route) is told.
+const CONNECT_ADVICE: &str = "this is a WebSocket endpoint: connect with a WebSocket client, \
+     e.g. `websocat ws://HOST:PORT/ws`, then send {\"op\":\"subscribe\",\"symbols\":[\"AAPL\"]}\n";
+
+/// 426 with `advice` for a plain request to a WebSocket endpoint.
+fn not_an_upgrade(req: &Request<Incoming>, advice: &'static str) -> Option<Response<Body>> {
     if fastwebsockets::upgrade::is_upgrade_request(req) {
         return None;
     }
-    let mut response = text(
-        StatusCode::UPGRADE_REQUIRED,
-        "this is a WebSocket endpoint: connect with a WebSocket client, \
-         e.g. `websocat ws://HOST:PORT/ws`, then send {\"op\":\"subscribe\",\"symbols\":[\"AAPL\"]}\n",
-    );
+    let mut response = text(StatusCode::UPGRADE_REQUIRED, advice);
     response.headers_mut().insert(
         hyper::header::UPGRADE,
         hyper::header::HeaderValue::from_static("websocket"),
@@ -325,7 +312,7 @@ pub(super) fn not_an_upgrade(req: &Request<Incoming>) -> Option<Response<Body>> 
 }
 
 /// 400 for an upgrade request fastwebsockets cannot answer.
-pub(super) fn bad_handshake() -> Response<Body> {
+fn bad_handshake() -> Response<Body> {
     text(
         StatusCode::BAD_REQUEST,
         "bad WebSocket handshake: send Sec-WebSocket-Key and Sec-WebSocket-Version: 13\n",

@@ -44,6 +44,7 @@ use slab::Slab;
 use tokio::sync::oneshot;
 
 use crate::auth::Grant;
+use crate::error::panic_message;
 use crate::fanout::outbox::Outbox;
 use crate::fanout::{Fanout, Key, Outboxes, Pass};
 use crate::ring::Cursor;
@@ -452,11 +453,7 @@ impl Shard {
     fn isolated(&mut self, key: Key, now: Instant, work: impl FnOnce(&mut Self, Key, Instant)) {
         let done = std::panic::catch_unwind(AssertUnwindSafe(|| work(self, key, now)));
         if let Err(panic) = done {
-            let message = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("(no message)");
+            let message = panic_message(&*panic);
             tracing::error!(
                 panic = message,
                 shard = self.index,

@@ -346,7 +346,6 @@ fn retry(mut op: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use std::sync::{mpsc, Arc};
     use std::time::{Duration, Instant};
 
@@ -562,29 +561,7 @@ mod tests {
         assert!(server.flush().is_ok() && !server.has_unsent());
     }
 
-    /// A scratch directory removed when dropped.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let dir = std::env::temp_dir()
-                .join(format!("tickcast-transport-{name}-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-
-        fn file(&self, name: &str, contents: &str) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, contents).unwrap();
-            path
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::tls::test_files::Scratch;
 
     type Client = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
 
