@@ -5,8 +5,9 @@
 //! cancellation token fires; the accept loop stops, the ingest publisher
 //! (if any) is closed, every shard queues a 1001 `server shutting down`
 //! close to each of its clients, sends it, waits briefly for the client's
-//! answer, and ends (at most [`SHUTDOWN_GRACE`]); then `run` waits for the
-//! edge's connection tasks, stops the feed and returns.
+//! answer, and ends; meanwhile `run` waits for the edge's connection
+//! tasks, all within one [`SHUTDOWN_GRACE`], then stops the feed and
+//! returns.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -299,13 +300,15 @@ impl Server {
             port.close_publisher();
         }
         let _ = edge.await;
+        // The shards and the edge's connections close side by side, within
+        // one grace period (each shard keeps to it on its own).
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         let shards = state.shards.clone();
-        let _ = tokio::task::spawn_blocking(move || shards.shutdown()).await;
+        let shards = tokio::task::spawn_blocking(move || shards.shutdown());
         state.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait())
-            .await
-            .is_err()
-        {
+        let http = tokio::time::timeout_at(deadline, state.tasks.wait());
+        let (_, http) = tokio::join!(shards, http);
+        if http.is_err() {
             tracing::warn!("some HTTP connections did not close within the shutdown grace period");
         }
         if let Some(feed) = feed {
