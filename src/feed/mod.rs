@@ -115,8 +115,14 @@ pub fn spawn_simulator(
                     );
                     skipped = pacer.skipped();
                 }
-                for _ in 0..due {
-                    producer.publish(simulator.next_tick(now_nanos()));
+                // Each tick is stamped with the time it was due, so a late
+                // wake-up of this thread counts in the latency clients see.
+                let (wall_now, now) = (now_nanos(), Instant::now());
+                let first = pacer.released() - due;
+                for index in first..first + due {
+                    let late = now.saturating_duration_since(pacer.due_at(index));
+                    let ts = wall_now.saturating_sub(late.as_nanos() as u64);
+                    producer.publish(simulator.next_tick(ts));
                 }
                 if due > 0 {
                     // One wake-up per batch: the fan-out drains everything

@@ -55,7 +55,18 @@ impl Pacer {
 
     /// When the next tick after those released so far is due.
     pub fn next_deadline(&self) -> Instant {
-        self.start + Duration::from_nanos((self.released as f64 * self.nanos_per_tick) as u64)
+        self.due_at(self.released)
+    }
+
+    /// When tick `index` (counting from 0, skipped ticks included) is due.
+    pub fn due_at(&self, index: u64) -> Instant {
+        self.start + Duration::from_nanos((index as f64 * self.nanos_per_tick) as u64)
+    }
+
+    /// Ticks released so far, skipped ones included: the last call to
+    /// [`Pacer::due`] released the indices `released() - due .. released()`.
+    pub fn released(&self) -> u64 {
+        self.released
     }
 
     /// Ticks dropped from the schedule because the thread stalled.
@@ -78,6 +89,10 @@ mod tests {
         // Waking 5.5 ms late releases the 5 ticks that came due meanwhile.
         assert_eq!(pacer.due(start + Duration::from_micros(5_500)), 5);
         assert_eq!(pacer.next_deadline(), start + Duration::from_millis(6));
+        // They are ticks 1 to 5, each due on its own millisecond.
+        assert_eq!(pacer.released(), 6);
+        assert_eq!(pacer.due_at(1), start + Duration::from_millis(1));
+        assert_eq!(pacer.due_at(5), start + Duration::from_millis(5));
         // Over a whole second the count is exact, however the wake-ups fell.
         let mut total = 6;
         let mut t = start + Duration::from_micros(5_500);

@@ -296,7 +296,12 @@ public:
         return due;
     }
 
-    uint64_t next_deadline() const { return start_ + uint64_t(double(released_) * nanos_per_tick_); }
+    uint64_t next_deadline() const { return due_at(released_); }
+
+    // When tick `index` (0-based, counting skipped ones) was due.
+    uint64_t due_at(uint64_t index) const { return start_ + uint64_t(double(index) * nanos_per_tick_); }
+
+    uint64_t released() const { return released_; }
     uint64_t skipped() const { return skipped_; }
 
 private:
@@ -841,8 +846,14 @@ public:
                          (unsigned long long) (pacer_.skipped() - skipped_), (unsigned long long) pacer_.skipped());
             skipped_ = pacer_.skipped();
         }
+        // Each tick is stamped with the time it was due, not the time the
+        // loop got to it: a tick that waits for the loop's pass in progress
+        // counts that wait in its latency, as it does in tickcast's.
+        const uint64_t wall_now = wall_clock_ns(), mono_now = monotonic_ns();
+        const uint64_t first = pacer_.released() - due;
         for (uint64_t i = 0; i < due; i++) {
-            Tick tick = simulator_.next(wall_clock_ns());
+            const uint64_t late = mono_now - std::min(mono_now, pacer_.due_at(first + i));
+            Tick tick = simulator_.next(wall_now - late);
             Symbol &symbol = symbols_[tick.symbol];
             symbol.last = tick;
             symbol.traded = true;
