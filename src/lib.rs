@@ -37,8 +37,9 @@
 //! - [`cli`]: the command line, the server's flags or `tickcast token`.
 //! - [`config`], [`error`], [`stats`], [`metrics`]: flags, start-up errors,
 //!   counters, `/metrics`.
+//! - [`trim`]: gives memory freed by connection churn back to the system.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod price;
@@ -63,6 +64,7 @@ pub mod error;
 pub mod metrics;
 pub mod stats;
 pub mod tls;
+pub mod trim;
 
 pub use config::Config;
 pub use server::Server;

@@ -36,7 +36,7 @@ use crate::shard::{Prepared, Shards};
 use crate::stats::Stats;
 use crate::symbol::{self, Symbols};
 use crate::tick::Tick;
-use crate::tls;
+use crate::{tls, trim};
 
 /// The shards' event loops, made before the feed starts so that the feed
 /// can wake them; [`start_stages`] starts their threads.
@@ -256,7 +256,7 @@ impl Server {
         let state = start_stages(
             &config,
             symbols,
-            stats,
+            stats.clone(),
             &cursor,
             shards,
             ingest,
@@ -292,6 +292,7 @@ impl Server {
             );
         }
         let edge = tokio::spawn(http::serve(listener, state.clone(), tls));
+        tokio::spawn(trim::run(stats.clone(), token.clone()));
 
         shutdown.await;
         tracing::info!("shutting down: closing every client with 1001");

@@ -79,26 +79,34 @@ pub struct Connection {
     pub(super) blocked: bool,
     /// Since when the socket has refused bytes.
     pub(super) refusing_since: Option<Instant>,
-    /// Once a close is decided and output is stuck: until when what was
-    /// queued before it may still go out.
-    pub(super) flush_deadline: Option<Instant>,
-    /// Once a close is decided and output is stuck: when the connection is
-    /// dropped if its socket still takes nothing.
-    pub(super) abort_at: Option<Instant>,
     /// Reading waits until the client reads its replies.
     pub(super) read_paused: bool,
     /// The peer ended its stream.
     pub(super) eof: bool,
-    /// The close frame is out; when the connection is dropped at the
-    /// latest if the peer does not answer it.
-    pub(super) close_sent_until: Option<Instant>,
-    /// Reading stopped because a closing peer kept sending: when the
-    /// connection is dropped at the latest.
-    pub(super) stop_reading_until: Option<Instant>,
+    /// The deadlines of a connection that is ending; boxed, as most
+    /// connections never have one.
+    pub(super) ending: Option<Box<Ending>>,
     /// Listed in the shard's timed connections.
     pub(super) timed: bool,
     /// Released when the connection ends.
     _held: Held,
+}
+
+/// The deadlines of an ending connection.
+#[derive(Debug, Default)]
+pub(super) struct Ending {
+    /// Once a close is decided and output is stuck: until when what was
+    /// queued before it may still go out.
+    pub flush_deadline: Option<Instant>,
+    /// Once a close is decided and output is stuck: when the connection is
+    /// dropped if its socket still takes nothing.
+    pub abort_at: Option<Instant>,
+    /// The close frame is out; when the connection is dropped at the
+    /// latest if the peer does not answer it.
+    pub close_sent_until: Option<Instant>,
+    /// Reading stopped because a closing peer kept sending: when the
+    /// connection is dropped at the latest.
+    pub stop_reading_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -125,21 +133,37 @@ impl Connection {
             taken_at: None,
             blocked: false,
             refusing_since: None,
-            flush_deadline: None,
-            abort_at: None,
             read_paused: false,
             eof: false,
-            close_sent_until: None,
-            stop_reading_until: None,
+            ending: None,
             timed: false,
             _held: held,
         }
     }
 
+    /// The deadlines of this ending connection, made on first use.
+    pub(super) fn ending(&mut self) -> &mut Ending {
+        self.ending.get_or_insert_with(Default::default)
+    }
+
+    /// When the connection is dropped at the latest, its close frame out.
+    pub(super) fn close_sent_until(&self) -> Option<Instant> {
+        self.ending
+            .as_ref()
+            .and_then(|ending| ending.close_sent_until)
+    }
+
+    /// When the connection is dropped at the latest, its reading stopped.
+    pub(super) fn stop_reading_until(&self) -> Option<Instant> {
+        self.ending
+            .as_ref()
+            .and_then(|ending| ending.stop_reading_until)
+    }
+
     /// Whether the connection can be dropped: its close is out and the
     /// peer has answered or gone, or it was aborted.
     pub fn is_done(&self, outbox: &Outbox) -> bool {
-        if self.close_sent_until.is_some() {
+        if self.close_sent_until().is_some() {
             // Done reading for another reason (a fault, a flood) is not an
             // answer: the socket lingers, unread, until its deadline.
             return self.session.peer_closed() || self.eof;
@@ -151,7 +175,7 @@ impl Connection {
     /// is half-written, and ends our side: a best effort for a connection
     /// that is about to be dropped without going through its outbox.
     pub fn send_close_now(&mut self, frame: &[u8]) {
-        if self.front_started || self.close_sent_until.is_some() {
+        if self.front_started || self.close_sent_until().is_some() {
             return;
         }
         let _ = self.transport.write_vectored(&[IoSlice::new(frame)]);
@@ -161,7 +185,7 @@ impl Connection {
 
     /// Whether a deadline applies to this connection now.
     pub fn has_deadline(&self) -> bool {
-        self.blocked || self.close_sent_until.is_some() || self.stop_reading_until.is_some()
+        self.blocked || self.close_sent_until().is_some() || self.stop_reading_until().is_some()
     }
 
     /// Writes what `outbox` holds until it is empty or the socket is
@@ -174,7 +198,9 @@ impl Connection {
                 self.filled = true;
                 self.refusing_since.get_or_insert(now);
                 if outbox.is_closing() {
-                    self.flush_deadline.get_or_insert(now + CLOSE_GRACE);
+                    self.ending()
+                        .flush_deadline
+                        .get_or_insert(now + CLOSE_GRACE);
                 }
                 Wrote::Blocked
             }
@@ -200,7 +226,7 @@ impl Connection {
                 self.refusing_since = None;
             }
             if self.batch.is_empty() {
-                if self.close_sent_until.is_some() {
+                if self.close_sent_until().is_some() {
                     return Ok(Wrote::Closed);
                 }
                 if self.close_in_batch {
@@ -302,7 +328,7 @@ impl Connection {
         self.close_in_batch = false;
         self.transport.shutdown_write();
         let linger = outbox.limits().write_timeout.max(CLOSE_GRACE);
-        self.close_sent_until = Some(now + linger);
+        self.ending().close_sent_until = Some(now + linger);
         self.blocked = false;
         self.batch = VecDeque::new();
         Ok(Wrote::Closed)

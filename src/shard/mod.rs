@@ -574,10 +574,10 @@ impl Shard {
             Ok(Fed::Consumed) => true,
             Ok(Fed::Paused) => {
                 if conn.session.done_reading() {
-                    if !conn.session.peer_closed() && conn.stop_reading_until.is_none() {
+                    if !conn.session.peer_closed() && conn.stop_reading_until().is_none() {
                         // A closing peer kept sending: give its close a
                         // grace period, then drop the socket.
-                        conn.stop_reading_until = Some(now + CLOSE_GRACE);
+                        conn.ending().stop_reading_until = Some(now + CLOSE_GRACE);
                         Self::time(timed, key, conn);
                     }
                 } else {
@@ -595,7 +595,7 @@ impl Shard {
                 // period for the close frame to be read (dropping it with
                 // unread input would reset it, and the close be lost).
                 conn.session.stop_reading();
-                conn.stop_reading_until = Some(now + CLOSE_GRACE);
+                conn.ending().stop_reading_until = Some(now + CLOSE_GRACE);
                 Self::time(timed, key, conn);
                 false
             }
@@ -717,8 +717,9 @@ impl Shard {
             };
             let write_timeout = outbox.limits().write_timeout;
             if conn.blocked && outbox.is_closing() {
-                let give_up_at = *conn.flush_deadline.get_or_insert(now + CLOSE_GRACE);
-                let abort_at = *conn
+                let ending = conn.ending();
+                let give_up_at = *ending.flush_deadline.get_or_insert(now + CLOSE_GRACE);
+                let abort_at = *ending
                     .abort_at
                     .get_or_insert(now + write_timeout.max(CLOSE_GRACE));
                 if give_up_at <= now {
@@ -740,8 +741,8 @@ impl Shard {
             {
                 Stats::add(&self.ctx.stats.slow_consumer_closes, 1);
             }
-            if conn.close_sent_until.is_some_and(|at| at <= now)
-                || conn.stop_reading_until.is_some_and(|at| at <= now)
+            if conn.close_sent_until().is_some_and(|at| at <= now)
+                || conn.stop_reading_until().is_some_and(|at| at <= now)
             {
                 outbox.abort();
                 conn.eof = true;
