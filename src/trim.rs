@@ -11,10 +11,11 @@
 //!
 //! The edge runs [`run`]: once a second it looks at how many connections
 //! opened or closed, and trims once the churn settles (a second with none
-//! after some), or every [`MAX_INTERVAL`] while it goes on. A trim takes
-//! about a millisecond per 10 MiB released and holds one allocator arena
-//! at a time, so a shard waits at most that long for a `malloc`. On other
-//! allocators and systems [`release_free_memory`] does nothing.
+//! after some), or every [`MAX_INTERVAL`] while it goes on. A trim locks
+//! one allocator arena at a time while it returns that arena's pages, so a
+//! shard's `malloc` may wait for the trim of its own arena; how long each
+//! trim took is logged at debug level. On other allocators and systems
+//! [`release_free_memory`] does nothing.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
