@@ -103,7 +103,8 @@ pub fn spawn_simulator(
             let mut pacer = Pacer::new(rate, Instant::now());
             let mut skipped = 0;
             while !thread_stop.load(Ordering::Acquire) {
-                let due = pacer.due(Instant::now());
+                let (now, wall_now) = (Instant::now(), now_nanos());
+                let due = pacer.due(now);
                 if pacer.skipped() > skipped {
                     // Said when it happens (a rare event: the thread was
                     // not scheduled for over MAX_CATCH_UP), not per tick.
@@ -117,7 +118,6 @@ pub fn spawn_simulator(
                 }
                 // Each tick is stamped with the time it was due, so a late
                 // wake-up of this thread counts in the latency clients see.
-                let (wall_now, now) = (now_nanos(), Instant::now());
                 let first = pacer.released() - due;
                 for index in first..first + due {
                     let late = now.saturating_duration_since(pacer.due_at(index));

@@ -838,7 +838,8 @@ public:
     // One pass of the feed: every tick due now, formatted once and
     // published; uWS writes them out when the loop pass ends.
     void produce() {
-        const uint64_t due = pacer_.due(monotonic_ns());
+        const uint64_t wall_now = wall_clock_ns(), mono_now = monotonic_ns();
+        const uint64_t due = pacer_.due(mono_now);
         if (pacer_.skipped() > skipped_) {
             std::fprintf(stderr,
                          "uws-peer: the feed stalled and skipped %llu ticks to stay on schedule (%llu in all; "
@@ -849,7 +850,6 @@ public:
         // Each tick is stamped with the time it was due, not the time the
         // loop got to it: a tick that waits for the loop's pass in progress
         // counts that wait in its latency, as it does in tickcast's.
-        const uint64_t wall_now = wall_clock_ns(), mono_now = monotonic_ns();
         const uint64_t first = pacer_.released() - due;
         for (uint64_t i = 0; i < due; i++) {
             const uint64_t late = mono_now - std::min(mono_now, pacer_.due_at(first + i));
