@@ -154,6 +154,8 @@ async fn a_client_that_falls_behind_gets_the_newest_prices_and_recovers() {
     let server = start(cfg).await;
     let ws = stalled_client(&server).await;
     let mut client = Client { ws };
+    // `conflated` counts ticks that replaced an unsent one: at least one
+    // symbol has lost a tick, so the client must see a jump.
     server
         .until_stats("the stalled client to be conflated", |s| {
             Stats::get(&s.conflated) > 0

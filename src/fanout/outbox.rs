@@ -66,8 +66,11 @@ pub struct OutboxLimits {
 pub enum Pushed {
     /// Queued in order.
     Queued,
-    /// Queued in place of an older tick of the same symbol, or the push
-    /// made the client start conflating.
+    /// The client is behind: kept as its symbol's newest unsent tick, with
+    /// no older one of that symbol waiting (nothing was dropped).
+    Kept,
+    /// The client is behind: took the place of an older unsent tick of the
+    /// same symbol, which the client will never see.
     Conflated,
     /// This push found the client behind for too long and closed it.
     ClosedSlow,
@@ -208,12 +211,10 @@ impl Outbox {
                     Pushed::Dropped
                 };
             }
-            self.keep_newest(symbol, frame);
-            Pushed::Conflated
+            self.keep_newest(symbol, frame)
         } else if self.tick_bytes + frame.len() > self.limits.max_bytes {
             self.behind_since = Some(now);
-            self.keep_newest(symbol, frame);
-            Pushed::Conflated
+            self.keep_newest(symbol, frame)
         } else {
             self.tick_bytes += frame.len();
             self.queue.push_back(frame.clone());
@@ -319,12 +320,16 @@ impl Outbox {
 
     /// Conflation: `frame` takes the place of any older unsent tick of
     /// `symbol` in the while-behind map.
-    fn keep_newest(&mut self, symbol: SymbolId, frame: &Bytes) {
+    fn keep_newest(&mut self, symbol: SymbolId, frame: &Bytes) -> Pushed {
         let latest = self.latest.get_or_insert_with(Default::default);
-        if let Some(old) = latest.insert(symbol, frame.clone()) {
-            self.latest_bytes -= old.len();
-        }
         self.latest_bytes += frame.len();
+        match latest.insert(symbol, frame.clone()) {
+            Some(old) => {
+                self.latest_bytes -= old.len();
+                Pushed::Conflated
+            }
+            None => Pushed::Kept,
+        }
     }
 
     fn note_peak(&mut self) {
@@ -546,7 +551,7 @@ impl Outboxes {
 /// Counts what a push did.
 pub fn count_push(stats: &Stats, pushed: Pushed) {
     match pushed {
-        Pushed::Queued | Pushed::Dropped => {}
+        Pushed::Queued | Pushed::Kept | Pushed::Dropped => {}
         Pushed::Conflated => Stats::add(&stats.conflated, 1),
         Pushed::ClosedSlow => {
             Stats::add(&stats.slow_consumer_closes, 1);
@@ -580,10 +585,11 @@ mod tests {
         assert_eq!(ob.push_tick(0, &frame(1, 100), now), Pushed::Queued);
         assert_eq!(ob.push_tick(1, &frame(2, 100), now), Pushed::Queued);
         assert_eq!(ob.push_tick(0, &frame(3, 100), now), Pushed::Queued);
-        // Over the limit: conflation starts.
-        assert_eq!(ob.push_tick(1, &frame(4, 100), now), Pushed::Conflated);
+        // Over the limit: conflation starts. Only a tick that replaces an
+        // unsent one of its symbol counts as conflated (4 is never sent).
+        assert_eq!(ob.push_tick(1, &frame(4, 100), now), Pushed::Kept);
         assert_eq!(ob.push_tick(1, &frame(5, 100), now), Pushed::Conflated);
-        assert_eq!(ob.push_tick(0, &frame(6, 100), now), Pushed::Conflated);
+        assert_eq!(ob.push_tick(0, &frame(6, 100), now), Pushed::Kept);
         assert!(ob.is_behind());
         let mut batch = VecDeque::new();
         assert!(matches!(ob.take(&mut batch), Take::Frames));
@@ -601,7 +607,8 @@ mod tests {
         let mut ob = outbox(100);
         let start = Instant::now();
         ob.push_tick(0, &frame(1, 100), start);
-        assert_eq!(ob.push_tick(0, &frame(2, 100), start), Pushed::Conflated);
+        assert_eq!(ob.push_tick(0, &frame(2, 100), start), Pushed::Kept);
+        assert!(ob.is_behind());
         let later = start + Duration::from_secs(5);
         assert_eq!(ob.push_tick(0, &frame(3, 100), later), Pushed::ClosedSlow);
         assert_eq!(ob.push_tick(0, &frame(4, 100), later), Pushed::Dropped);
