@@ -79,9 +79,9 @@ fn fanout_with(n: usize, symbols: &Arc<Symbols>, interval: Option<Duration>) -> 
         slow_consumer_timeout: Duration::from_secs(3600),
         write_timeout: Duration::from_secs(3600),
     };
-    let mut outboxes = Outboxes::new(stats);
+    let mut outboxes = Outboxes::new(limits, stats);
     for key in 0..n {
-        outboxes.insert(key, Outbox::new(limits));
+        outboxes.insert(key, Outbox::new());
         fanout.subscribe(
             key,
             Subscribe {

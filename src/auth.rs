@@ -10,6 +10,7 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -137,13 +138,16 @@ pub struct Grant {
 
 impl Grant {
     /// The grant of every client of an open server (no `--auth-secret`):
-    /// every symbol, no expiry.
-    pub fn unrestricted() -> Self {
-        Grant {
-            all: true,
-            patterns: Vec::new(),
-            expires_at: None,
-        }
+    /// every symbol, no expiry. One grant, shared by all of them.
+    pub fn unrestricted() -> Arc<Grant> {
+        static UNRESTRICTED: LazyLock<Arc<Grant>> = LazyLock::new(|| {
+            Arc::new(Grant {
+                all: true,
+                patterns: Vec::new(),
+                expires_at: None,
+            })
+        });
+        UNRESTRICTED.clone()
     }
 
     /// The grant a token's claims make.

@@ -134,8 +134,9 @@ pub struct Config {
     pub history_depth: u32,
 
     /// Queued tick bytes per connection before its ticks are conflated
-    /// (only the newest tick per symbol kept).
-    #[arg(long, env = "TICKCAST_MAX_OUTBOX_BYTES", default_value_t = 256 * 1024)]
+    /// (only the newest tick per symbol kept); 1 KiB to 1 GiB.
+    #[arg(long, env = "TICKCAST_MAX_OUTBOX_BYTES", default_value_t = 256 * 1024,
+          value_parser = parse_outbox_bytes)]
     pub max_outbox_bytes: usize,
 
     /// Seconds a connection may stay behind (conflating without catching
@@ -320,6 +321,22 @@ fn parse_route(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// The largest `--max-outbox-bytes`: an outbox counts its bytes in `u32`,
+/// and holds up to about twice this much.
+const MAX_OUTBOX_BYTES: usize = 1 << 30;
+
+fn parse_outbox_bytes(s: &str) -> Result<usize, String> {
+    let bytes: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of bytes (give e.g. 262144)"))?;
+    if !(1024..=MAX_OUTBOX_BYTES).contains(&bytes) {
+        return Err(format!(
+            "{bytes} bytes is out of range: give between 1024 (1 KiB) and {MAX_OUTBOX_BYTES} (1 GiB)"
+        ));
+    }
+    Ok(bytes)
+}
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let seconds: f64 = s
         .parse()
@@ -347,6 +364,9 @@ mod tests {
         assert!(err.to_string().contains("give a rate above 0"), "{err}");
         let err = Config::try_parse_from(["tickcast", "--symbols", "0"]).unwrap_err();
         assert!(err.to_string().contains("1..=100000"), "{err}");
+        let err =
+            Config::try_parse_from(["tickcast", "--max-outbox-bytes", "8589934592"]).unwrap_err();
+        assert!(err.to_string().contains("give between 1024"), "{err}");
     }
 
     #[test]

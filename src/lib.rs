@@ -34,6 +34,7 @@
 //! - [`server`]: wires the stages in order and owns shutdown.
 //! - [`tls`]: `--tls-cert`/`--tls-key`, HTTPS and WSS without a proxy.
 //! - [`auth`]: entitlement tokens, who may connect and see which symbols.
+//! - [`limits`]: how many connections may be open, in all and per address.
 //! - [`cli`]: the command line, the server's flags or `tickcast token`.
 //! - [`config`], [`error`], [`stats`], [`metrics`]: flags, start-up errors,
 //!   counters, `/metrics`.
@@ -61,6 +62,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod stats;
 pub mod tls;

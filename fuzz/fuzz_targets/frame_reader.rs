@@ -63,7 +63,7 @@ fn read(
     pauses: u8,
 ) -> Outcome {
     let max = usize::try_from(limits.max_message_bytes).unwrap();
-    let mut reader = FrameReader::new(limits);
+    let mut reader = FrameReader::new();
     let mut messages = Vec::new();
     let mut rest = stream;
     let mut paused_ever = false;
@@ -72,7 +72,7 @@ fn read(
         let (chunk, after) = rest.split_at(len);
         rest = after;
         let mut chunk = chunk.to_vec();
-        let fed = reader.feed(&mut chunk, |message| {
+        let fed = reader.feed(&limits, &mut chunk, |message| {
             let n = messages.len();
             take(&limits, message, &mut messages);
             if pauses & (1 << (n % 8)) != 0 {
@@ -88,7 +88,7 @@ fn read(
             Err(fault) => {
                 assert_eq!(reader.fault(), Some(fault));
                 assert_eq!((reader.buffered(), reader.heap_bytes()), (0, 0));
-                let again = reader.feed(&mut rest.to_vec(), |_| panic!("a message after a fault"));
+                let again = reader.feed(&limits, &mut rest.to_vec(), |_| panic!("a message after a fault"));
                 assert_eq!(again, Err(fault));
                 break Some(fault);
             }

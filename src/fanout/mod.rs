@@ -613,12 +613,12 @@ mod tests {
     use outbox::{OutboxLimits, Take};
     use std::collections::VecDeque;
 
-    fn outbox() -> Outbox {
-        Outbox::new(OutboxLimits {
+    fn limits() -> OutboxLimits {
+        OutboxLimits {
             max_bytes: 1 << 20,
             slow_consumer_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(60),
-        })
+        }
     }
 
     fn sent(outboxes: &mut Outboxes, key: Key) -> Vec<String> {
@@ -651,8 +651,8 @@ mod tests {
             Arc::new(Symbols::fixed([("AAPL".to_string(), 2), ("MSFT".to_string(), 2)]).unwrap());
         let stats = Arc::new(Stats::default());
         let mut fanout = Fanout::new(symbols, 16, stats.clone());
-        let mut outboxes = Outboxes::new(stats.clone());
-        outboxes.insert(0, outbox());
+        let mut outboxes = Outboxes::new(limits(), stats.clone());
+        outboxes.insert(0, Outbox::new());
         let now = Instant::now();
         fanout.dispatch(&tick(0, 1), now, &mut outboxes);
         fanout.subscribe(

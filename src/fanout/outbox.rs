@@ -47,7 +47,7 @@ use crate::tick::SymbolId;
 use crate::wire::close::{self, CloseCode};
 use crate::wire::frame::{close_frame, ping_frame};
 
-/// Limits of one outbox.
+/// Limits of every outbox of a server (held once, by [`Outboxes`]).
 #[derive(Clone, Copy, Debug)]
 pub struct OutboxLimits {
     /// Queued tick bytes past which the client counts as behind and its
@@ -97,8 +97,9 @@ enum Closing {
     /// A close frame waits to be sent: after what is queued, or at once
     /// with everything queued dropped (`discard`).
     Pending {
-        /// The close frame.
-        frame: Bytes,
+        /// The close frame (boxed: most outboxes never close this way,
+        /// and an outbox stays small).
+        frame: Box<Bytes>,
         /// Drop pending output instead of sending it first.
         discard: bool,
     },
@@ -113,12 +114,14 @@ enum Closing {
 pub struct Outbox {
     /// Frames in send order.
     queue: VecDeque<Bytes>,
-    /// Bytes of ticks in `queue`.
-    tick_bytes: usize,
+    /// Bytes of ticks in `queue`. Every byte count of an outbox fits in
+    /// `u32`: it is bounded by twice `max_bytes` plus one frame per
+    /// symbol, and `max_bytes` is checked to be far below 4 GiB.
+    tick_bytes: u32,
     /// Bytes of replies in `queue`.
-    reply_bytes: usize,
+    reply_bytes: u32,
     /// Bytes of the frames in `latest` (0 exactly when it is empty).
-    latest_bytes: usize,
+    latest_bytes: u32,
     /// While behind: the newest unsent tick of each symbol, in first-
     /// conflated order.
     /// Boxed, and only while behind: most clients never are, and an
@@ -128,8 +131,7 @@ pub struct Outbox {
     behind_since: Option<Instant>,
     closing: Closing,
     /// The most bytes queued at once.
-    peak_bytes: usize,
-    limits: OutboxLimits,
+    peak_bytes: u32,
     /// The client asked for `ticks` batches (`"batch":true`).
     batch: bool,
     /// A frame arrived from the peer since the last ping.
@@ -137,8 +139,8 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// An empty outbox with `limits`.
-    pub fn new(limits: OutboxLimits) -> Self {
+    /// An empty outbox.
+    pub fn new() -> Self {
         Outbox {
             queue: VecDeque::new(),
             tick_bytes: 0,
@@ -148,7 +150,6 @@ impl Outbox {
             behind_since: None,
             closing: Closing::Open,
             peak_bytes: 0,
-            limits,
             batch: false,
             heard: true,
         }
@@ -161,11 +162,11 @@ impl Outbox {
 
     /// Called every `interval` by whoever pings this connection: pings the
     /// peer, or closes with 1008 if it sent nothing since the last ping.
-    pub fn ping_or_close(&mut self, interval: Duration) {
+    pub fn ping_or_close(&mut self, interval: Duration, limits: &OutboxLimits) {
         if !matches!(self.closing, Closing::Open) {
             return;
         }
-        if self.reply_bytes > self.limits.max_bytes {
+        if bytes(self.reply_bytes) > limits.max_bytes {
             // Reading is held back until the peer reads its replies, so
             // it cannot hear a pong; the write timeout covers a peer that
             // reads nothing.
@@ -199,12 +200,18 @@ impl Outbox {
     }
 
     /// Queues a tick frame of `symbol` (the shared frame from the fan-out).
-    pub fn push_tick(&mut self, symbol: SymbolId, frame: &Bytes, now: Instant) -> Pushed {
+    pub fn push_tick(
+        &mut self,
+        symbol: SymbolId,
+        frame: &Bytes,
+        now: Instant,
+        limits: &OutboxLimits,
+    ) -> Pushed {
         if !matches!(self.closing, Closing::Open) {
             return Pushed::Dropped;
         }
         let pushed = if let Some(since) = self.behind_since {
-            if now.saturating_duration_since(since) >= self.limits.slow_consumer_timeout {
+            if now.saturating_duration_since(since) >= limits.slow_consumer_timeout {
                 return if self.close_slow() {
                     Pushed::ClosedSlow
                 } else {
@@ -212,11 +219,11 @@ impl Outbox {
                 };
             }
             self.keep_newest(symbol, frame)
-        } else if self.tick_bytes + frame.len() > self.limits.max_bytes {
+        } else if bytes(self.tick_bytes) + frame.len() > limits.max_bytes {
             self.behind_since = Some(now);
             self.keep_newest(symbol, frame)
         } else {
-            self.tick_bytes += frame.len();
+            self.tick_bytes = self.tick_bytes.saturating_add(len(frame));
             self.queue.push_back(frame.clone());
             Pushed::Queued
         };
@@ -235,7 +242,7 @@ impl Outbox {
             return;
         }
         for frame in frames {
-            self.reply_bytes += frame.len();
+            self.reply_bytes = self.reply_bytes.saturating_add(len(&frame));
             self.queue.push_back(frame);
         }
         self.note_peak();
@@ -243,8 +250,8 @@ impl Outbox {
 
     /// Whether more than `max_bytes` of replies wait: the shard reads no
     /// further request from this client until they are sent.
-    pub fn replies_backed_up(&self) -> bool {
-        self.reply_bytes > self.limits.max_bytes && matches!(self.closing, Closing::Open)
+    pub fn replies_backed_up(&self, limits: &OutboxLimits) -> bool {
+        bytes(self.reply_bytes) > limits.max_bytes && matches!(self.closing, Closing::Open)
     }
 
     /// Forgets any conflated tick of `symbols`, so nothing of theirs is
@@ -253,7 +260,7 @@ impl Outbox {
         if let Some(latest) = &mut self.latest {
             for symbol in symbols {
                 if let Some(old) = latest.swap_remove(symbol) {
-                    self.latest_bytes -= old.len();
+                    self.latest_bytes = self.latest_bytes.saturating_sub(len(&old));
                 }
             }
             if latest.is_empty() {
@@ -289,7 +296,10 @@ impl Outbox {
         if discard {
             self.discard();
         }
-        self.closing = Closing::Pending { frame, discard };
+        self.closing = Closing::Pending {
+            frame: Box::new(frame),
+            discard,
+        };
         true
     }
 
@@ -322,10 +332,10 @@ impl Outbox {
     /// `symbol` in the while-behind map.
     fn keep_newest(&mut self, symbol: SymbolId, frame: &Bytes) -> Pushed {
         let latest = self.latest.get_or_insert_with(Default::default);
-        self.latest_bytes += frame.len();
+        self.latest_bytes = self.latest_bytes.saturating_add(len(frame));
         match latest.insert(symbol, frame.clone()) {
             Some(old) => {
-                self.latest_bytes -= old.len();
+                self.latest_bytes = self.latest_bytes.saturating_sub(len(&old));
                 Pushed::Conflated
             }
             None => Pushed::Kept,
@@ -333,7 +343,10 @@ impl Outbox {
     }
 
     fn note_peak(&mut self) {
-        let total = self.tick_bytes + self.reply_bytes + self.latest_bytes;
+        let total = self
+            .tick_bytes
+            .saturating_add(self.reply_bytes)
+            .saturating_add(self.latest_bytes);
         self.peak_bytes = self.peak_bytes.max(total);
     }
 
@@ -343,7 +356,7 @@ impl Outbox {
         match &self.closing {
             Closing::Open => {}
             Closing::Pending { frame, discard } if *discard || empty => {
-                let frame = frame.clone();
+                let frame = Bytes::clone(frame);
                 self.closing = Closing::Taken;
                 return Take::Close(frame);
             }
@@ -397,11 +410,6 @@ impl Outbox {
         }
     }
 
-    /// This outbox's limits.
-    pub fn limits(&self) -> OutboxLimits {
-        self.limits
-    }
-
     /// True once a close (with or without frame) has been decided.
     pub fn is_closing(&self) -> bool {
         !matches!(self.closing, Closing::Open)
@@ -420,13 +428,30 @@ impl Outbox {
 
     /// The most bytes this outbox has held at once.
     pub fn peak_bytes(&self) -> usize {
-        self.peak_bytes
+        bytes(self.peak_bytes)
     }
 
     /// True while the client is behind (its ticks are being conflated).
     pub fn is_behind(&self) -> bool {
         self.behind_since.is_some()
     }
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new()
+    }
+}
+
+/// A frame's length as an outbox counts it. A frame is at most one tick,
+/// one reply or one `ticks` batch, far below 4 GiB.
+fn len(frame: &Bytes) -> u32 {
+    u32::try_from(frame.len()).unwrap_or(u32::MAX)
+}
+
+/// An outbox's byte count, for comparing with its limits.
+fn bytes(count: u32) -> usize {
+    count as usize
 }
 
 /// Every outbox of one shard, by connection key, and the keys of those
@@ -442,16 +467,19 @@ pub struct Outboxes {
     pushed: Vec<usize>,
     /// Per key: already in `pushed`.
     listed: Vec<bool>,
+    limits: OutboxLimits,
     stats: std::sync::Arc<Stats>,
 }
 
 impl Outboxes {
-    /// No outboxes; slow-consumer closes and errors count in `stats`.
-    pub fn new(stats: std::sync::Arc<Stats>) -> Self {
+    /// No outboxes yet; every outbox has `limits`, and slow-consumer
+    /// closes and errors count in `stats`.
+    pub fn new(limits: OutboxLimits, stats: std::sync::Arc<Stats>) -> Self {
         Outboxes {
             slots: Vec::new(),
             pushed: Vec::new(),
             listed: Vec::new(),
+            limits,
             stats,
         }
     }
@@ -494,9 +522,23 @@ impl Outboxes {
     /// Queues a tick for `key`, counting what the push did.
     pub fn push_tick(&mut self, key: usize, symbol: SymbolId, frame: &Bytes, now: Instant) {
         let stats = self.stats.clone();
+        let limits = self.limits;
         if let Some(outbox) = self.get_mut(key) {
-            count_push(&stats, outbox.push_tick(symbol, frame, now));
+            count_push(&stats, outbox.push_tick(symbol, frame, now, &limits));
         }
+    }
+
+    /// Whether `key`'s replies are backed up (see
+    /// [`Outbox::replies_backed_up`]); a missing outbox counts as backed
+    /// up, so nothing more is read for it.
+    pub fn replies_backed_up(&self, key: usize) -> bool {
+        self.get(key)
+            .is_none_or(|outbox| outbox.replies_backed_up(&self.limits))
+    }
+
+    /// The limits of every outbox.
+    pub fn limits(&self) -> &OutboxLimits {
+        &self.limits
     }
 
     /// Queues a reply for `key`.
@@ -570,26 +612,46 @@ mod tests {
         Bytes::from(vec![n; len])
     }
 
-    fn outbox(max_bytes: usize) -> Outbox {
-        Outbox::new(OutboxLimits {
+    fn outbox(max_bytes: usize) -> (Outbox, OutboxLimits) {
+        let limits = OutboxLimits {
             max_bytes,
             slow_consumer_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(30),
-        })
+        };
+        (Outbox::new(), limits)
+    }
+
+    #[test]
+    fn an_outbox_is_small() {
+        // Every open connection has one; the limits are the server's.
+        let size = std::mem::size_of::<Option<Outbox>>();
+        assert!(size <= 96, "{size} bytes");
     }
 
     #[test]
     fn queues_in_order_until_the_limit_then_keeps_newest_per_symbol() {
-        let mut ob = outbox(300);
+        let (mut ob, limits) = outbox(300);
         let now = Instant::now();
-        assert_eq!(ob.push_tick(0, &frame(1, 100), now), Pushed::Queued);
-        assert_eq!(ob.push_tick(1, &frame(2, 100), now), Pushed::Queued);
-        assert_eq!(ob.push_tick(0, &frame(3, 100), now), Pushed::Queued);
+        assert_eq!(
+            ob.push_tick(0, &frame(1, 100), now, &limits),
+            Pushed::Queued
+        );
+        assert_eq!(
+            ob.push_tick(1, &frame(2, 100), now, &limits),
+            Pushed::Queued
+        );
+        assert_eq!(
+            ob.push_tick(0, &frame(3, 100), now, &limits),
+            Pushed::Queued
+        );
         // Over the limit: conflation starts. Only a tick that replaces an
         // unsent one of its symbol counts as conflated (4 is never sent).
-        assert_eq!(ob.push_tick(1, &frame(4, 100), now), Pushed::Kept);
-        assert_eq!(ob.push_tick(1, &frame(5, 100), now), Pushed::Conflated);
-        assert_eq!(ob.push_tick(0, &frame(6, 100), now), Pushed::Kept);
+        assert_eq!(ob.push_tick(1, &frame(4, 100), now, &limits), Pushed::Kept);
+        assert_eq!(
+            ob.push_tick(1, &frame(5, 100), now, &limits),
+            Pushed::Conflated
+        );
+        assert_eq!(ob.push_tick(0, &frame(6, 100), now, &limits), Pushed::Kept);
         assert!(ob.is_behind());
         let mut batch = VecDeque::new();
         assert!(matches!(ob.take(&mut batch), Take::Frames));
@@ -604,14 +666,23 @@ mod tests {
 
     #[test]
     fn closes_a_client_behind_for_too_long_with_one_close_frame() {
-        let mut ob = outbox(100);
+        let (mut ob, limits) = outbox(100);
         let start = Instant::now();
-        ob.push_tick(0, &frame(1, 100), start);
-        assert_eq!(ob.push_tick(0, &frame(2, 100), start), Pushed::Kept);
+        ob.push_tick(0, &frame(1, 100), start, &limits);
+        assert_eq!(
+            ob.push_tick(0, &frame(2, 100), start, &limits),
+            Pushed::Kept
+        );
         assert!(ob.is_behind());
         let later = start + Duration::from_secs(5);
-        assert_eq!(ob.push_tick(0, &frame(3, 100), later), Pushed::ClosedSlow);
-        assert_eq!(ob.push_tick(0, &frame(4, 100), later), Pushed::Dropped);
+        assert_eq!(
+            ob.push_tick(0, &frame(3, 100), later, &limits),
+            Pushed::ClosedSlow
+        );
+        assert_eq!(
+            ob.push_tick(0, &frame(4, 100), later, &limits),
+            Pushed::Dropped
+        );
         assert!(!ob.close(close_frame(close::GOING_AWAY, "server shutting down")));
         match ob.take(&mut VecDeque::new()) {
             Take::Close(f) => assert_eq!(
@@ -625,10 +696,10 @@ mod tests {
 
     #[test]
     fn unsubscribed_symbols_leave_no_conflated_tick_behind() {
-        let mut ob = outbox(10);
+        let (mut ob, limits) = outbox(10);
         let now = Instant::now();
-        ob.push_tick(7, &frame(1, 50), now);
-        ob.push_tick(8, &frame(2, 50), now);
+        ob.push_tick(7, &frame(1, 50), now, &limits);
+        ob.push_tick(8, &frame(2, 50), now, &limits);
         ob.forget_symbols(&[7]);
         let mut batch = VecDeque::new();
         ob.take(&mut batch);
@@ -637,16 +708,16 @@ mod tests {
 
     #[test]
     fn an_idle_outbox_gives_its_memory_back() {
-        let mut ob = outbox(1 << 20);
+        let (mut ob, limits) = outbox(1 << 20);
         let now = Instant::now();
         for n in 0..100 {
-            ob.push_tick(0, &frame(n, 10), now);
+            ob.push_tick(0, &frame(n, 10), now, &limits);
         }
         let mut batch = VecDeque::new();
         assert!(matches!(ob.take(&mut batch), Take::Frames));
         // Taken into a batch still being written: the queue keeps its room.
         for n in 0..100 {
-            ob.push_tick(0, &frame(n, 10), now);
+            ob.push_tick(0, &frame(n, 10), now, &limits);
         }
         assert!(matches!(ob.take(&mut batch), Take::Frames));
         assert!(ob.queue.capacity() >= 100);
@@ -656,9 +727,10 @@ mod tests {
 
     #[test]
     fn outboxes_list_each_pushed_key_once_per_pass() {
-        let mut all = Outboxes::new(std::sync::Arc::new(Stats::default()));
-        all.insert(0, outbox(1000));
-        all.insert(3, outbox(1000));
+        let (_, limits) = outbox(1000);
+        let mut all = Outboxes::new(limits, std::sync::Arc::new(Stats::default()));
+        all.insert(0, Outbox::new());
+        all.insert(3, Outbox::new());
         let now = Instant::now();
         all.push_tick(3, 0, &frame(1, 10), now);
         all.push_tick(3, 0, &frame(2, 10), now);

@@ -14,7 +14,6 @@
 //! * anything else → 404 with a list of the routes.
 
 pub mod dashboard;
-pub mod limits;
 pub mod status;
 pub mod ws;
 
@@ -43,11 +42,11 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::error::panic_message;
 use crate::feed::ingest::IngestPort;
+use crate::limits::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::session::{ConnId, SessionContext};
 use crate::shard::Shards;
 use crate::stats::Stats;
-use limits::ConnectionLimits;
 
 /// Response body type of every route.
 pub type Body = Full<Bytes>;

@@ -18,12 +18,11 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::limits::LimitReached;
 use super::{isolated, text, AppState, Body};
 use crate::auth::Grant;
 use crate::feed::ingest::Refused;
+use crate::limits::{LimitReached, Slot};
 use crate::session::Mode;
-use crate::shard::connection::Held;
 use crate::shard::transport::Transport;
 use crate::shard::Handoff;
 
@@ -40,7 +39,7 @@ pub fn upgrade(req: Request<Incoming>, peer: IpAddr, state: &Arc<AppState>) -> R
     let grant = match &state.auth {
         None => Grant::unrestricted(),
         Some(auth) => match auth.verify(presented_token(&req).as_deref()) {
-            Ok(grant) => grant,
+            Ok(grant) => Arc::new(grant),
             Err(err) => {
                 tracing::debug!(%err, "refused a client's token");
                 return unauthorized(format!("{err}\n"));
@@ -51,7 +50,7 @@ pub fn upgrade(req: Request<Incoming>, peer: IpAddr, state: &Arc<AppState>) -> R
         Ok(slot) => slot,
         Err(full) => return limited(full),
     };
-    accept(req, state, Mode::Client, grant, Box::new(slot))
+    accept(req, state, Mode::Client, grant, slot)
 }
 
 /// 403 unless the request's `Origin` (if any) is allowed.
@@ -99,13 +98,7 @@ pub fn echo(req: Request<Incoming>, peer: IpAddr, state: &Arc<AppState>) -> Resp
         Ok(slot) => slot,
         Err(full) => return limited(full),
     };
-    accept(
-        req,
-        state,
-        Mode::Echo,
-        Grant::unrestricted(),
-        Box::new(slot),
-    )
+    accept(req, state, Mode::Echo, Grant::unrestricted(), slot)
 }
 
 /// A `401` with `body` and the `WWW-Authenticate: Bearer` challenge.
@@ -238,8 +231,8 @@ fn accept(
     mut req: Request<Incoming>,
     state: &Arc<AppState>,
     mode: Mode,
-    grant: Grant,
-    held: Held,
+    grant: Arc<Grant>,
+    slot: Slot,
 ) -> Response<Body> {
     if let Some(refused) = not_an_upgrade(&req, CONNECT_ADVICE) {
         return refused;
@@ -277,7 +270,7 @@ fn accept(
                 conn,
                 mode,
                 grant,
-                held,
+                slot,
             }),
             Err(err) => tracing::debug!(%err, "could not take an upgraded connection from tokio"),
         }

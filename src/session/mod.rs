@@ -89,7 +89,7 @@ pub struct Session {
     pub conn: ConnId,
     mode: Mode,
     subs: Subscriptions,
-    grant: Grant,
+    grant: Arc<Grant>,
     /// `None` on the echo route: conformance suites send as fast as they
     /// can.
     rate: Option<RateLimit>,
@@ -104,7 +104,13 @@ pub struct Session {
 
 impl Session {
     /// A session for connection `conn`, allowed what `grant` allows.
-    pub fn new(conn: ConnId, mode: Mode, grant: Grant, ctx: &SessionContext, now: Instant) -> Self {
+    pub fn new(
+        conn: ConnId,
+        mode: Mode,
+        grant: Arc<Grant>,
+        ctx: &SessionContext,
+        now: Instant,
+    ) -> Self {
         let rate = (mode == Mode::Client).then(|| RateLimit::new(ctx.max_messages_per_second, now));
         Session {
             conn,
@@ -249,9 +255,10 @@ impl Session {
     /// [`Flow::Pause`] while `key`'s replies wait for the client to read
     /// them.
     fn backed_up(key: Key, outboxes: &Outboxes) -> Flow {
-        match outboxes.get(key) {
-            Some(outbox) if !outbox.replies_backed_up() => Flow::Continue,
-            _ => Flow::Pause,
+        if outboxes.replies_backed_up(key) {
+            Flow::Pause
+        } else {
+            Flow::Continue
         }
     }
 

@@ -23,13 +23,14 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 
 use super::transport::Transport;
 use crate::fanout::encode::batch_ticks;
-use crate::fanout::outbox::{Outbox, Take};
+use crate::fanout::outbox::{Outbox, OutboxLimits, Take};
+use crate::limits::Slot;
 use crate::session::{Session, CLOSE_GRACE};
 use crate::stats::Stats;
 use crate::wire::reader::FrameReader;
@@ -41,10 +42,6 @@ pub const MAX_IOVECS: usize = 1024;
 /// Frames whose slices are built on the stack for one write; a larger
 /// batch builds them in a vector.
 const STACK_IOVECS: usize = 16;
-
-/// What the edge holds for a connection (its place under the connection
-/// limits), released when the connection ends.
-pub type Held = Box<dyn Send>;
 
 /// How a write pass ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,8 +85,9 @@ pub struct Connection {
     pub(super) ending: Option<Box<Ending>>,
     /// Listed in the shard's timed connections.
     pub(super) timed: bool,
-    /// Released when the connection ends.
-    _held: Held,
+    /// Its place under the connection limits, given back when the
+    /// connection ends.
+    _slot: Slot,
 }
 
 /// The deadlines of an ending connection.
@@ -121,7 +119,7 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// A connection over `transport`.
-    pub fn new(transport: Transport, reader: FrameReader, session: Session, held: Held) -> Self {
+    pub fn new(transport: Transport, reader: FrameReader, session: Session, slot: Slot) -> Self {
         Connection {
             transport,
             reader,
@@ -137,7 +135,7 @@ impl Connection {
             eof: false,
             ending: None,
             timed: false,
-            _held: held,
+            _slot: slot,
         }
     }
 
@@ -190,8 +188,14 @@ impl Connection {
 
     /// Writes what `outbox` holds until it is empty or the socket is
     /// full. I/O errors mean the peer is gone.
-    pub fn write(&mut self, outbox: &mut Outbox, now: Instant, stats: &Stats) -> Wrote {
-        match self.write_inner(outbox, now, stats) {
+    pub fn write(
+        &mut self,
+        outbox: &mut Outbox,
+        limits: &OutboxLimits,
+        now: Instant,
+        stats: &Stats,
+    ) -> Wrote {
+        match self.write_inner(outbox, limits, now, stats) {
             Ok(wrote) => wrote,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                 self.blocked = true;
@@ -217,6 +221,7 @@ impl Connection {
     fn write_inner(
         &mut self,
         outbox: &mut Outbox,
+        limits: &OutboxLimits,
         now: Instant,
         stats: &Stats,
     ) -> io::Result<Wrote> {
@@ -230,7 +235,7 @@ impl Connection {
                     return Ok(Wrote::Closed);
                 }
                 if self.close_in_batch {
-                    return self.finish_close(outbox, now);
+                    return self.finish_close(limits.write_timeout, now);
                 }
                 match outbox.take(&mut self.batch) {
                     Take::Frames => {
@@ -310,7 +315,7 @@ impl Connection {
                         .observe(taken_at.elapsed().as_secs_f64());
                 }
                 if self.close_in_batch {
-                    return self.finish_close(outbox, now);
+                    return self.finish_close(limits.write_timeout, now);
                 }
                 if !self.filled {
                     outbox.caught_up();
@@ -321,16 +326,29 @@ impl Connection {
 
     /// The close frame is written: once TLS has sent its record too, shuts
     /// our side down and starts waiting for the peer's answer.
-    fn finish_close(&mut self, outbox: &Outbox, now: Instant) -> io::Result<Wrote> {
+    fn finish_close(&mut self, write_timeout: Duration, now: Instant) -> io::Result<Wrote> {
         if self.transport.has_unsent() {
             self.transport.flush()?;
         }
         self.close_in_batch = false;
         self.transport.shutdown_write();
-        let linger = outbox.limits().write_timeout.max(CLOSE_GRACE);
+        let linger = write_timeout.max(CLOSE_GRACE);
         self.ending().close_sent_until = Some(now + linger);
         self.blocked = false;
         self.batch = VecDeque::new();
         Ok(Wrote::Closed)
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_record_stays_small() {
+        // What every open connection costs in its shard's slab, besides
+        // its outbox (see `Outbox`) and subscription records: the idle
+        // memory per connection in docs/OPERATIONS.md rests on it.
+        let size = std::mem::size_of::<Connection>();
+        assert!(size <= 248, "{size} bytes");
     }
 }

@@ -47,6 +47,7 @@ use crate::auth::Grant;
 use crate::error::panic_message;
 use crate::fanout::outbox::Outbox;
 use crate::fanout::{Fanout, Key, Outboxes, Pass};
+use crate::limits::Slot;
 use crate::ring::Cursor;
 use crate::session::{ConnId, Mode, Session, SessionContext, CLOSE_GRACE, ECHO_LIMITS};
 use crate::stats::Stats;
@@ -55,7 +56,7 @@ use crate::tick::Tick;
 use crate::wire::close;
 use crate::wire::frame::close_frame;
 use crate::wire::reader::{Fed, FrameReader};
-use connection::{Connection, Held, Wrote};
+use connection::{Connection, Wrote};
 use transport::Transport;
 
 /// The one read buffer of a shard: every socket is read into it, and only
@@ -81,9 +82,9 @@ pub struct Handoff {
     /// `/ws` or the echo route.
     pub mode: Mode,
     /// What the client's token allows.
-    pub grant: Grant,
-    /// Released when the connection ends.
-    pub held: Held,
+    pub grant: Arc<Grant>,
+    /// Its place under the connection limits.
+    pub slot: Slot,
 }
 
 /// What other threads ask of a shard.
@@ -181,7 +182,7 @@ impl Shards {
                 // shard reads every tick).
                 fanout: Fanout::new(symbols.clone(), history_depth, ctx.stats.clone())
                     .reporting_ring(index == 0),
-                outboxes: Outboxes::new(ctx.stats.clone()),
+                outboxes: Outboxes::new(ctx.outbox_limits, ctx.stats.clone()),
                 conns: Slab::new(),
                 scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
                 ctx: ctx.clone(),
@@ -505,7 +506,7 @@ impl Shard {
             conn,
             mode,
             grant,
-            held,
+            slot,
         } = handoff;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -518,22 +519,17 @@ impl Shard {
             self.load.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        let limits = match mode {
-            Mode::Client => self.ctx.input_limits,
-            Mode::Echo => ECHO_LIMITS,
-        };
         let session = Session::new(conn, mode, grant, &self.ctx, now);
         if let Some(at) = session.expires_at() {
             self.expiries.push(Reverse((at, key, conn)));
         }
         entry.insert(Connection::new(
             transport,
-            FrameReader::new(limits),
+            FrameReader::new(),
             session,
-            held,
+            slot,
         ));
-        self.outboxes
-            .insert(key, Outbox::new(self.ctx.outbox_limits));
+        self.outboxes.insert(key, Outbox::new());
         if self.shutdown_by.is_some() {
             self.outboxes
                 .close(key, close::GOING_AWAY, "server shutting down");
@@ -567,7 +563,11 @@ impl Shard {
             return false;
         };
         let session = &mut conn.session;
-        let fed = conn.reader.feed(bytes, |message| {
+        let limits = match session.mode() {
+            Mode::Client => &ctx.input_limits,
+            Mode::Echo => &ECHO_LIMITS,
+        };
+        let fed = conn.reader.feed(limits, bytes, |message| {
             session.on_message(key, message, now, fanout, outboxes, ctx)
         });
         match fed {
@@ -674,6 +674,7 @@ impl Shard {
             return;
         };
         self.next_ping = Some(now + interval);
+        let limits = self.ctx.outbox_limits;
         let keys: Vec<Key> = self
             .conns
             .iter()
@@ -682,7 +683,7 @@ impl Shard {
             .collect();
         for key in keys {
             if let Some(outbox) = self.outboxes.get_mut(key) {
-                outbox.ping_or_close(interval);
+                outbox.ping_or_close(interval, &limits);
             }
         }
     }
@@ -715,7 +716,7 @@ impl Shard {
             let Some(outbox) = self.outboxes.get_mut(key) else {
                 continue;
             };
-            let write_timeout = outbox.limits().write_timeout;
+            let write_timeout = self.ctx.outbox_limits.write_timeout;
             if conn.blocked && outbox.is_closing() {
                 let ending = conn.ending();
                 let give_up_at = *ending.flush_deadline.get_or_insert(now + CLOSE_GRACE);
@@ -787,7 +788,7 @@ impl Shard {
         let wrote = if conn.blocked {
             Wrote::Blocked
         } else {
-            conn.write(outbox, now, &self.ctx.stats)
+            conn.write(outbox, &self.ctx.outbox_limits, now, &self.ctx.stats)
         };
         match wrote {
             Wrote::Abort => return self.finish(key),
@@ -797,7 +798,7 @@ impl Shard {
         if conn.is_done(outbox) {
             return self.finish(key);
         }
-        if conn.read_paused && !outbox.replies_backed_up() {
+        if conn.read_paused && !outbox.replies_backed_up(&self.ctx.outbox_limits) {
             self.to_read.push(key);
         }
     }

@@ -19,8 +19,8 @@
 //! * Control frames between fragments are handed out as they come. Text is
 //!   checked for UTF-8 fragment by fragment, so a bad byte fails the
 //!   message when its fragment arrives, not at the end.
-//! * A reader with nothing kept holds no heap memory (both buffers are
-//!   released when they empty) and is 96 bytes, so idle connections cost
+//! * A reader with nothing kept holds no heap memory (what it keeps is
+//!   released when it empties) and is 24 bytes, so idle connections cost
 //!   little.
 //!
 //! Whatever the chunking of a byte stream, the reader hands out the same
@@ -407,12 +407,25 @@ fn check_close(payload: &[u8]) -> Result<(), Fault> {
 /// Parses, checks, unmasks and reassembles one client's frames, fed the
 /// bytes its socket gives as they come. See the module docs.
 ///
-/// 96 bytes on a 64-bit target; no heap memory while [`is_idle`].
+/// 24 bytes on a 64-bit target, and no heap memory while [`is_idle`]:
+/// what a partial frame or fragmented message needs is allocated only
+/// while one is under way. The limits are the caller's, passed to every
+/// [`feed`] (one copy per server, not per connection).
 ///
 /// [`is_idle`]: FrameReader::is_idle
-#[derive(Debug)]
+/// [`feed`]: FrameReader::feed
+#[derive(Debug, Default)]
 pub struct FrameReader {
-    limits: InputLimits,
+    /// What is kept between calls; `None` exactly when nothing is.
+    partial: Option<Box<Partial>>,
+    /// The rule the client broke; every call after returns it.
+    fault: Option<Fault>,
+}
+
+/// What a reader keeps between calls while a frame or message is
+/// incomplete, or after a pause.
+#[derive(Debug, Default)]
+struct Partial {
     /// Bytes received and not parsed yet, from a frame boundary at
     /// `start`: an incomplete frame, or what followed the message a pause
     /// stopped at. Unallocated when empty.
@@ -421,45 +434,58 @@ pub struct FrameReader {
     start: usize,
     /// The fragmented message under way.
     message: Assembly,
-    /// The rule the client broke; every call after returns it.
-    fault: Option<Fault>,
 }
 
 impl FrameReader {
     /// A reader at the start of a client's stream.
-    pub fn new(limits: InputLimits) -> Self {
-        FrameReader {
-            limits,
-            pending: Vec::new(),
-            start: 0,
-            message: Assembly::default(),
-            fault: None,
-        }
+    pub fn new() -> Self {
+        FrameReader::default()
     }
 
     /// Parses `input` (bytes just read from the socket; unmasked in
-    /// place), handing each complete message to `on_message` in order.
-    /// Bytes of an incomplete frame are copied into the reader and kept
-    /// until the next call. If `on_message` returns [`Flow::Pause`],
-    /// parsing stops after that message, the unparsed rest is kept inside,
-    /// and `Ok(Fed::Paused)` is returned; the caller later calls
-    /// `feed(&mut [], …)` to continue from what is kept (or feeds more
-    /// bytes, which then come after it). Valid messages before a faulty
-    /// frame are delivered first, then `Err(fault)`; after a fault every
-    /// later call returns the same fault, and nothing is kept.
+    /// place) under `limits`, handing each complete message to
+    /// `on_message` in order. Bytes of an incomplete frame are copied into
+    /// the reader and kept until the next call. If `on_message` returns
+    /// [`Flow::Pause`], parsing stops after that message, the unparsed
+    /// rest is kept inside, and `Ok(Fed::Paused)` is returned; the caller
+    /// later calls `feed(limits, &mut [], …)` to continue from what is
+    /// kept (or feeds more bytes, which then come after it). Valid
+    /// messages before a faulty frame are delivered first, then
+    /// `Err(fault)`; after a fault every later call returns the same
+    /// fault, and nothing is kept. Every call on one stream must pass the
+    /// same limits.
     pub fn feed(
         &mut self,
+        limits: &InputLimits,
         input: &mut [u8],
         mut on_message: impl FnMut(Message<'_>) -> Flow,
     ) -> Result<Fed, Fault> {
         if let Some(fault) = self.fault {
             return Err(fault);
         }
-        let fed = self.parse(input, &mut on_message);
+        let fed = match &mut self.partial {
+            Some(partial) => partial.parse(limits, input, &mut on_message),
+            None => {
+                let mut partial = Partial::default();
+                let fed = partial.parse(limits, input, &mut on_message);
+                if !partial.is_idle() {
+                    self.partial = Some(Box::new(partial));
+                }
+                fed
+            }
+        };
+        if self
+            .partial
+            .as_ref()
+            .is_some_and(|partial| partial.is_idle())
+        {
+            // Released, so an idle reader holds no heap.
+            self.partial = None;
+        }
         if let Err(fault) = fed {
             *self = FrameReader {
+                partial: None,
                 fault: Some(fault),
-                ..FrameReader::new(self.limits)
             };
         }
         fed
@@ -468,28 +494,45 @@ impl FrameReader {
     /// Nothing is buffered (no partial frame, no unfinished fragmented
     /// message, nothing paused).
     pub fn is_idle(&self) -> bool {
-        self.pending.len() == self.start && self.message.frames == 0
+        self.partial.is_none()
     }
 
     /// Bytes held inside (partial frame + partial message + paused rest).
     pub fn buffered(&self) -> usize {
-        self.pending.len() - self.start + self.message.bytes.len()
+        self.partial.as_ref().map_or(0, |partial| {
+            partial.pending.len() - partial.start + partial.message.bytes.len()
+        })
     }
 
-    /// Heap bytes the reader holds (its buffers' capacity): 0 when idle.
+    /// Heap bytes the reader's buffers hold (their capacity): 0 when idle.
     /// Without pauses at most `max_message_bytes` for the message and one
     /// frame ([`MAX_HEAD`] plus `max_message_bytes`, or a control frame)
-    /// for the partial frame.
+    /// for the partial frame. While anything is kept, a fixed 64 bytes or
+    /// so track it besides.
     pub fn heap_bytes(&self) -> usize {
-        self.pending.capacity() + self.message.bytes.capacity()
+        self.partial.as_ref().map_or(0, |partial| {
+            partial.pending.capacity() + partial.message.bytes.capacity()
+        })
     }
 
     /// The rule the client broke, once [`feed`](FrameReader::feed) found one.
     pub fn fault(&self) -> Option<Fault> {
         self.fault
     }
+}
 
-    fn parse<F>(&mut self, input: &mut [u8], on_message: &mut F) -> Result<Fed, Fault>
+impl Partial {
+    /// Nothing kept: no unparsed bytes, no message under way.
+    fn is_idle(&self) -> bool {
+        self.pending.len() == self.start && self.message.frames == 0
+    }
+
+    fn parse<F>(
+        &mut self,
+        limits: &InputLimits,
+        input: &mut [u8],
+        on_message: &mut F,
+    ) -> Result<Fed, Fault>
     where
         F: FnMut(Message<'_>) -> Flow,
     {
@@ -498,7 +541,7 @@ impl FrameReader {
         // end, completed from `input`.
         while self.start < self.pending.len() {
             let at = self.start;
-            let Some(head) = self.message.header(&self.limits, &self.pending[at..])? else {
+            let Some(head) = self.message.header(limits, &self.pending[at..])? else {
                 let want = header_len(&self.pending[at..]) - (self.pending.len() - at);
                 let take = want.min(input.len() - used);
                 if take == 0 {
@@ -521,11 +564,7 @@ impl FrameReader {
             }
             self.start = end;
             let payload = &mut self.pending[at + head.len..end];
-            if self
-                .message
-                .frame(&self.limits, head, payload, on_message)?
-                == Flow::Pause
-            {
+            if self.message.frame(limits, head, payload, on_message)? == Flow::Pause {
                 self.keep_after_pause(&input[used..]);
                 return Ok(Fed::Paused);
             }
@@ -544,15 +583,11 @@ impl FrameReader {
         // Then the frames that lie whole in `input`, in place.
         while used < input.len() {
             let rest = &mut input[used..];
-            match self.message.header(&self.limits, rest)? {
+            match self.message.header(limits, rest)? {
                 Some(head) if head.frame_len() <= rest.len() => {
                     used += head.frame_len();
                     let payload = &mut rest[head.len..head.frame_len()];
-                    if self
-                        .message
-                        .frame(&self.limits, head, payload, on_message)?
-                        == Flow::Pause
-                    {
+                    if self.message.frame(limits, head, payload, on_message)? == Flow::Pause {
                         self.pending = input[used..].to_vec();
                         return Ok(Fed::Paused);
                     }
@@ -626,11 +661,11 @@ mod tests {
 
     /// Feeds `chunks` in order, never pausing.
     fn read_chunks<'a>(limits: InputLimits, chunks: impl IntoIterator<Item = &'a [u8]>) -> Outcome {
-        let mut reader = FrameReader::new(limits);
+        let mut reader = FrameReader::new();
         let mut outcome = Outcome::default();
         for chunk in chunks {
             let mut chunk = chunk.to_vec();
-            let fed = reader.feed(&mut chunk, |m| {
+            let fed = reader.feed(&limits, &mut chunk, |m| {
                 outcome
                     .messages
                     .push((m.kind, m.payload.to_vec(), m.frames));
@@ -684,9 +719,9 @@ mod tests {
                 };
                 let mut input = whole(opcode, &payload);
                 let range = input.as_ptr_range();
-                let mut reader = FrameReader::new(BIG);
+                let (mut reader, limits) = (FrameReader::new(), BIG);
                 let mut got = Vec::new();
-                let fed = reader.feed(&mut input, |m| {
+                let fed = reader.feed(&limits, &mut input, |m| {
                     // Zero copy: a slice of the input.
                     assert!(range.contains(&m.payload.as_ptr()) || len == 0);
                     got.push((m.kind, m.payload.to_vec(), m.frames));
@@ -878,12 +913,12 @@ mod tests {
         // Pause after every message; resume with nothing or with the rest.
         for resume_with_more in [false, true] {
             for cut in 0..=stream.len() {
-                let mut reader = FrameReader::new(LIMITS);
+                let (mut reader, limits) = (FrameReader::new(), LIMITS);
                 let mut got = Vec::new();
                 let mut chunks = vec![stream[..cut].to_vec(), stream[cut..].to_vec()].into_iter();
                 let mut input = chunks.next().unwrap();
                 loop {
-                    let fed = reader.feed(&mut input, |m| {
+                    let fed = reader.feed(&limits, &mut input, |m| {
                         got.push((m.kind, m.payload.to_vec(), m.frames));
                         Flow::Pause
                     });
@@ -904,10 +939,16 @@ mod tests {
         // A pause on the last whole message keeps the incomplete frame.
         let mut input = whole(TEXT, b"a");
         input.extend(&whole(TEXT, b"b")[..3]);
-        let mut reader = FrameReader::new(LIMITS);
-        assert_eq!(reader.feed(&mut input, |_| Flow::Pause), Ok(Fed::Paused));
+        let (mut reader, limits) = (FrameReader::new(), LIMITS);
+        assert_eq!(
+            reader.feed(&limits, &mut input, |_| Flow::Pause),
+            Ok(Fed::Paused)
+        );
         assert_eq!(reader.buffered(), 3);
-        assert_eq!(reader.feed(&mut [], |_| Flow::Pause), Ok(Fed::Consumed));
+        assert_eq!(
+            reader.feed(&limits, &mut [], |_| Flow::Pause),
+            Ok(Fed::Consumed)
+        );
         assert_eq!(reader.buffered(), 3);
     }
 
@@ -917,9 +958,9 @@ mod tests {
         input.extend(whole(PING, b""));
         input.extend(whole(CONTINUATION, b"bad"));
         input.extend(whole(TEXT, b"never"));
-        let mut reader = FrameReader::new(LIMITS);
+        let (mut reader, limits) = (FrameReader::new(), LIMITS);
         let mut got = Vec::new();
-        let fed = reader.feed(&mut input, |m| {
+        let fed = reader.feed(&limits, &mut input, |m| {
             got.push(m.kind);
             Flow::Continue
         });
@@ -927,7 +968,7 @@ mod tests {
         assert_eq!(got, [Kind::Text, Kind::Ping]);
         assert_eq!(reader.fault(), Some(Fault::UnexpectedContinuation));
         let mut more = whole(TEXT, b"more");
-        let fed = reader.feed(&mut more, |_| panic!("nothing after a fault"));
+        let fed = reader.feed(&limits, &mut more, |_| panic!("nothing after a fault"));
         assert_eq!(fed, Err(Fault::UnexpectedContinuation));
         assert_eq!((reader.buffered(), reader.heap_bytes()), (0, 0));
     }
@@ -937,11 +978,11 @@ mod tests {
         let mut stream = whole(TEXT, &[b'x'; 300]);
         stream.extend(frame(false, BINARY, &[1; 300]));
         stream.extend(frame(true, CONTINUATION, &[2; 300]));
-        let mut reader = FrameReader::new(LIMITS);
+        let (mut reader, limits) = (FrameReader::new(), LIMITS);
         for (i, chunk) in stream.chunks(100).enumerate() {
             let mut chunk = chunk.to_vec();
             assert_eq!(
-                reader.feed(&mut chunk, |_| Flow::Continue),
+                reader.feed(&limits, &mut chunk, |_| Flow::Continue),
                 Ok(Fed::Consumed)
             );
             if i < 9 {
@@ -962,16 +1003,16 @@ mod tests {
         head.splice(2..2, (1u64 << 30).to_be_bytes());
         assert_eq!(head.len(), MAX_HEAD);
         for cut in [10, MAX_HEAD] {
-            let mut reader = FrameReader::new(BIG);
-            let fed = reader.feed(&mut head[..cut].to_vec(), |_| Flow::Continue);
+            let (mut reader, limits) = (FrameReader::new(), BIG);
+            let fed = reader.feed(&limits, &mut head[..cut].to_vec(), |_| Flow::Continue);
             assert_eq!(fed, Err(Fault::TooLarge { limit: 1 << 20 }), "cut {cut}");
             assert_eq!((reader.buffered(), reader.heap_bytes()), (0, 0));
         }
         // Fragments are summed as their headers come.
         let mut stream = frame(false, BINARY, &[1; 600]);
         stream.extend(&frame(true, CONTINUATION, &[1; 401])[..8]);
-        let mut reader = FrameReader::new(LIMITS);
-        let fed = reader.feed(&mut stream, |_| Flow::Continue);
+        let (mut reader, limits) = (FrameReader::new(), LIMITS);
+        let fed = reader.feed(&limits, &mut stream, |_| Flow::Continue);
         assert_eq!(fed, Err(Fault::TooLarge { limit: 1000 }));
     }
 
@@ -994,7 +1035,7 @@ mod tests {
     /// Reads `stream` in random pieces (empty ones too), pausing after
     /// random messages and resuming with an empty read or the next piece.
     fn read_randomly(limits: InputLimits, stream: &[u8], rng: &mut Rng) -> Outcome {
-        let mut reader = FrameReader::new(limits);
+        let mut reader = FrameReader::new();
         let mut outcome = Outcome::default();
         let mut rest = stream;
         loop {
@@ -1002,7 +1043,7 @@ mod tests {
             let (piece, after) = rest.split_at(len);
             rest = after;
             let pause_bits = rng.next();
-            let fed = reader.feed(&mut piece.to_vec(), |m| {
+            let fed = reader.feed(&limits, &mut piece.to_vec(), |m| {
                 let n = outcome.messages.len();
                 outcome
                     .messages
@@ -1136,11 +1177,10 @@ mod tests {
 
     #[test]
     fn a_reader_is_small_and_idle_costs_no_heap() {
-        // 96 bytes on 64-bit targets: limits 16, pending 24 + its start 8,
-        // message 24 + count and flags 8, fault 16.
+        // 24 bytes on 64-bit targets: what is kept 8 (boxed), fault 16.
         let size = std::mem::size_of::<FrameReader>();
-        assert!(size <= 96, "{size} bytes");
-        let reader = FrameReader::new(LIMITS);
+        assert!(size <= 24, "{size} bytes");
+        let reader = FrameReader::new();
         assert!(reader.is_idle());
         assert_eq!((reader.buffered(), reader.heap_bytes()), (0, 0));
     }

@@ -1,9 +1,10 @@
-//! Connection limits at the edge: how many WebSocket connections may be
-//! open at once, in all and per client address.
+//! Connection limits: how many WebSocket connections may be open at once,
+//! in all and per client address.
 //!
-//! An upgrade takes a [`Slot`] before it is accepted (refused: 503 or 429,
-//! before any WebSocket exists) and holds it for the connection's life;
-//! dropping the slot gives it back. Counting at upgrade time, not when the
+//! The edge takes a [`Slot`] for an upgrade before it is accepted
+//! (refused: 503 or 429, before any WebSocket exists), and whoever owns
+//! the connection holds it for the connection's life, inline (the shard,
+//! in its connection record); dropping the slot gives it back. Counting at upgrade time, not when the
 //! session starts, keeps a burst of upgrades from overshooting the limit.
 
 use std::collections::HashMap;
