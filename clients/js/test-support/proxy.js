@@ -55,13 +55,25 @@ export class Proxy {
 
   /** Stops forwarding on every current connection, leaving them open: a silent network. */
   stall() {
-    for (const { client, upstream } of this.pairs) {
+    for (const pair of this.pairs) {
+      const { client, upstream } = pair;
+      pair.stalled = true;
       upstream.unpipe(client);
       client.unpipe(upstream);
       upstream.pause();
       client.pause();
     }
     return this.pairs.size;
+  }
+
+  /** Resets the connections `stall` left open (a paused socket does not notice its peer leave). */
+  dropStalled() {
+    for (const pair of [...this.pairs]) {
+      if (!pair.stalled) continue;
+      this.pairs.delete(pair);
+      pair.client.resetAndDestroy();
+      pair.upstream.destroy();
+    }
   }
 
   async close() {

@@ -72,7 +72,8 @@ export class Recorder {
   }
 
   /**
-   * Checks each symbol's view: it starts with a snapshot (or reset), every
+   * Checks each symbol's view: it starts with a snapshot (or reset, or its
+ * very first tick, seq 1, if it had not traded at the subscribe), every
    * tick is the previous seq + 1, and a reset is the only other way on.
    * Returns the resets seen, per symbol. Throws on the first violation.
    */
@@ -86,7 +87,8 @@ export class Recorder {
         } else if (entry.type === "snapshot") {
           if (prev !== null) throw new Error(`${sym}: a second snapshot (seq ${entry.seq}) at ${at} without a reset`);
         } else if (prev === null) {
-          throw new Error(`${sym}: tick ${entry.seq} before any snapshot`);
+          // A symbol that had not traded yet starts with its first tick.
+          if (entry.seq !== 1) throw new Error(`${sym}: tick ${entry.seq} before any snapshot`);
         } else if (entry.seq !== prev + 1) {
           const what = entry.seq <= prev ? "a duplicate" : `a gap of ${entry.seq - prev - 1}`;
           throw new Error(`${sym}: tick ${entry.seq} after ${prev}: ${what} (entry ${at} of ${seen.length})`);

@@ -12,15 +12,19 @@ export const WAIT_MS = 20_000;
 export const TEST_FLAGS = ["--symbols", "20", "--rate", "400", "--shards", "1"];
 
 /**
- * Starts the server with `flags` (after TEST_FLAGS) and resolves once it
- * serves: `{addr, url, httpUrl(path), stop()}`.
+ * Starts the server with `flags` (and those of TEST_FLAGS they do not
+ * name) and resolves once it serves: `{addr, url, httpUrl(path), stop()}`.
  */
 export async function startServer(flags = []) {
   const bin = process.env.TICKCAST_BIN;
   if (!bin) {
     throw new Error("TICKCAST_BIN is not set: build the server (cargo build) and set TICKCAST_BIN to the tickcast binary, e.g. TICKCAST_BIN=target/debug/tickcast");
   }
-  const child = spawn(bin, ["--listen", "127.0.0.1:0", "--log-format", "json", ...TEST_FLAGS, ...flags], {
+  const defaults = [];
+  for (let i = 0; i < TEST_FLAGS.length; i += 2) {
+    if (!flags.includes(TEST_FLAGS[i])) defaults.push(TEST_FLAGS[i], TEST_FLAGS[i + 1]);
+  }
+  const child = spawn(bin, ["--listen", "127.0.0.1:0", "--log-format", "json", ...defaults, ...flags], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: process.env.TICKCAST_TEST_LOG || "info" },
   });
