@@ -56,6 +56,19 @@ export async function startServer(flags = []) {
   };
 }
 
+/**
+ * Resolves once GET /symbols shows that every symbol has traded (so a
+ * subscribe gets a snapshot of each), failing after WAIT_MS.
+ */
+export async function untilEverySymbolTraded(server, headers = {}) {
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const rows = await (await fetch(server.httpUrl("/symbols"), { headers })).json();
+    if (rows.length > 0 && rows.every((row) => row.seq > 0)) return rows.map((row) => row.sym);
+    if (Date.now() > deadline) throw new Error(`timed out after ${WAIT_MS} ms waiting for every symbol to trade`);
+  }
+}
+
 /** An HS256 token for a server started with `--auth-secret secret`. */
 export function mintToken(secret, symbols, ttlSeconds) {
   const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");

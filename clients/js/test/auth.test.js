@@ -4,7 +4,7 @@
 // symbols outside the token are refused once.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { after, afterEach, before, test } from "node:test";
 import WebSocket from "ws";
 
 import { TickcastClient } from "../src/index.js";
@@ -19,6 +19,12 @@ before(async () => {
 });
 after(() => server.stop());
 
+/** Clients of the running test, closed when it ends, passed or not. */
+const open = [];
+afterEach(() => {
+  for (const client of open.splice(0)) client.close();
+});
+
 test("after a 4001 close the token function is called again and the stream resumes gap-free", async () => {
   let calls = 0;
   const token = async () => {
@@ -27,6 +33,7 @@ test("after a 4001 close the token function is called again and the stream resum
     return mintToken(SECRET, ["AAPL", "MSFT"], calls === 1 ? 2 : 3600);
   };
   const client = new TickcastClient(server.url, { WebSocket, token, backoffBaseMs: 20, backoffMaxMs: 200 });
+  open.push(client);
   const rec = new Recorder(client);
   client.subscribe(["AAPL", "MSFT"]);
   const expired = await rec.until("the 4001 close", () => rec.of("state").find((s) => s.code === 4001));
@@ -47,6 +54,7 @@ test("after a 4001 close the token function is called again and the stream resum
 test("a token refused before the upgrade is retried with growing delays, and reported", async () => {
   const started = Date.now();
   const client = new TickcastClient(server.url, { WebSocket, token: "not-a-token", backoffBaseMs: 40, backoffMaxMs: 320 });
+  open.push(client);
   const rec = new Recorder(client);
   client.subscribe("AAPL");
   await rec.until("five failed attempts", () => rec.of("error").length >= 5);
@@ -67,6 +75,7 @@ test("a token refused before the upgrade is retried with growing delays, and rep
 
 test("symbols outside the token are refused once; the others stream", async () => {
   const client = new TickcastClient(server.url, { WebSocket, token: mintToken(SECRET, ["AAPL"], 3600) });
+  open.push(client);
   const rec = new Recorder(client);
   client.subscribe(["AAPL", "MSFT"]);
   const refused = await rec.until("the refusal", () => rec.of("refused")[0]);

@@ -13,10 +13,11 @@ import { startServer } from "../test-support/server.js";
 test("subscribe and resume 300 symbols through 512-byte messages", async () => {
   const server = await startServer(["--symbols", "300", "--max-message-bytes", "512", "--rate", "1500"]);
   const proxy = await Proxy.start(server.addr);
+  let client = null;
   try {
     const names = (await (await fetch(server.httpUrl("/symbols"))).json()).map((row) => row.sym);
     assert.equal(names.length, 300);
-    const client = new TickcastClient(proxy.url, { WebSocket, maxMessageBytes: 512, backoffBaseMs: 20, backoffMaxMs: 100 });
+    client = new TickcastClient(proxy.url, { WebSocket, maxMessageBytes: 512, backoffBaseMs: 20, backoffMaxMs: 100 });
     const rec = new Recorder(client);
     client.subscribe(names);
     await rec.until("every symbol confirmed", () => new Set(rec.of("subscribed").flatMap((s) => s.symbols)).size === 300);
@@ -32,8 +33,8 @@ test("subscribe and resume 300 symbols through 512-byte messages", async () => {
     assert.equal(rec.count("error"), 0, JSON.stringify(rec.of("error")));
     assert.equal(rec.count("reset"), 0);
     rec.assertContiguous();
-    client.close();
   } finally {
+    client?.close();
     await proxy.close();
     await server.stop();
   }

@@ -4,12 +4,12 @@
 // --max-message-bytes.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { after, afterEach, before, test } from "node:test";
 import WebSocket from "ws";
 
 import { TickcastClient } from "../src/index.js";
 import { Recorder } from "../test-support/record.js";
-import { startServer } from "../test-support/server.js";
+import { startServer, untilEverySymbolTraded } from "../test-support/server.js";
 
 /** A `ws` WebSocket that keeps every frame it receives and sends. */
 class SpySocket extends WebSocket {
@@ -33,13 +33,19 @@ let server;
 let symbols;
 before(async () => {
   server = await startServer();
-  const response = await fetch(server.httpUrl("/symbols"));
-  symbols = (await response.json()).map((row) => row.sym);
+  symbols = await untilEverySymbolTraded(server);
 });
 after(() => server.stop());
 
+/** Clients of the running test, closed when it ends, passed or not. */
+const open = [];
+afterEach(() => {
+  for (const client of open.splice(0)) client.close();
+});
+
 function connect(options = {}) {
   const client = new TickcastClient(server.url, { WebSocket, ...options });
+  open.push(client);
   return { client, rec: new Recorder(client) };
 }
 
