@@ -55,10 +55,7 @@ mod tests {
             .1
             .starts_with("text/javascript"));
         assert!(asset("/dashboard.css").unwrap().1.starts_with("text/css"));
-        assert!(asset(CLIENT_PATH)
-            .unwrap()
-            .1
-            .starts_with("text/javascript"));
+        assert!(asset(CLIENT_PATH).unwrap().1.starts_with("text/javascript"));
         assert!(asset("/nope").is_none());
     }
 

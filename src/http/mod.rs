@@ -216,7 +216,13 @@ async fn route(
         (&Method::GET, "/metrics") => status::metrics(&state),
         (
             _,
-            "/" | "/ws" | "/healthz" | "/symbols" | "/metrics" | "/dashboard.js" | "/dashboard.css"
+            "/"
+            | "/ws"
+            | "/healthz"
+            | "/symbols"
+            | "/metrics"
+            | "/dashboard.js"
+            | "/dashboard.css"
             | dashboard::CLIENT_PATH,
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "use GET on this path\n"),
         _ => text(

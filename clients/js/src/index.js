@@ -486,7 +486,10 @@ export class TickcastClient {
       } catch {
         // Closing anyway.
       }
-      if (!conn.opened) this._connectFailed(conn, reason);
+      if (!conn.opened) {
+        this._connectFailed(conn, reason);
+        this._tokenStale = true;
+      }
       this._retry({ code, reason, heard: conn.heard });
       return;
     }
