@@ -214,3 +214,27 @@ test("options and arguments are checked", () => {
   assert.throws(() => c.subscribe("A", { maxHz: 5000 }), RangeError);
   assert.equal(c.state, "idle");
 });
+
+test("1008 (slow consumer) and 1001 (shutdown) closes are reported; repeated 1008s keep backing off", async () => {
+  const { c, rec } = client({ backoffBaseMs: 4, backoffMaxMs: 1000 });
+  c.subscribe("AAPL");
+  let ws = await ScriptedSocket.nth(1);
+  ws.open();
+  ws.receive(snapshot("AAPL", 1));
+  ws.drop(1001, "server shutting down");
+  const attempts = [];
+  for (let n = 2; n <= 5; n += 1) {
+    ws = await ScriptedSocket.nth(n);
+    ws.open();
+    assert.deepEqual(ws.requests()[0], { op: "subscribe", symbols: ["AAPL"], from: { AAPL: n - 1 } }, `connection ${n} resumes`);
+    ws.receive(tick("AAPL", n));
+    ws.drop(1008, "slow consumer");
+  }
+  const closes = rec.of("state").filter((s) => s.state === "reconnecting" && s.delayMs !== undefined);
+  assert.deepEqual(closes.map((s) => [s.code, s.reason]), [[1001, "server shutting down"], ...Array(4).fill([1008, "slow consumer"])]);
+  // A served connection resets the backoff, except one closed as slow.
+  for (const s of closes) attempts.push(s.attempt);
+  assert.deepEqual(attempts, [1, 2, 3, 4, 5]);
+  rec.assertContiguous();
+  c.close();
+});
