@@ -274,7 +274,7 @@ export class TickcastClient {
     if (named.length > 0) {
       requests.push(...subscribeRequests(named, { maxHz, batch: batchFlag }, this._lastSeq, this._options.maxMessageBytes).requests);
     }
-    if (fresh.includes("*")) requests.push(this._starRequest(conn, maxHz, batchFlag).request);
+    if (fresh.includes("*")) requests.push(this._starRequest(maxHz, batchFlag).request);
     this._send(conn, requests);
     this._fence(conn, named);
     return this;
@@ -591,7 +591,7 @@ export class TickcastClient {
       batch = undefined;
     }
     if (starHz !== null) {
-      const star = this._starRequest(conn, starHz, batch);
+      const star = this._starRequest(starHz, batch);
       requests.push(star.request);
       resumed += star.resumed;
       if (this._excluded.size > 0) requests.push(...unsubscribeRequests([...this._excluded], limit));
@@ -606,7 +606,7 @@ export class TickcastClient {
    * the symbols seen that are not subscribed by name. Those left out get a
    * snapshot, which reaches the application as a reset if it moved on.
    */
-  _starRequest(conn, maxHz, batch) {
+  _starRequest(maxHz, batch) {
     const request = { op: "subscribe", symbols: ["*"] };
     if (maxHz !== undefined) request.max_hz = maxHz;
     if (batch !== undefined) request.batch = batch;
