@@ -13,7 +13,7 @@ fn the_javascript_client_passes_its_node_tests() {
     assert!(
         package.join("node_modules/ws").is_dir(),
         "the JavaScript client's test dependencies are not installed: run \
-         `npm ci --prefix clients/js` (Node 18 or later) and run this test again"
+         `npm ci --prefix clients/js` (Node.js 20.11 or later) and run this test again"
     );
     let output = Command::new("node")
         // A hung test fails after two minutes instead of holding the run.
@@ -22,7 +22,7 @@ fn the_javascript_client_passes_its_node_tests() {
         .env("TICKCAST_BIN", env!("CARGO_BIN_EXE_tickcast"))
         .output()
         .unwrap_or_else(|err| {
-            panic!("cannot run `node` ({err}): install Node.js 18 or later and put it on PATH")
+            panic!("cannot run `node` ({err}): install Node.js 20.11 or later and put it on PATH")
         });
     assert!(
         output.status.success(),
