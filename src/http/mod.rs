@@ -5,7 +5,8 @@
 //! ticks.
 //!
 //! * `GET /` (and `/dashboard.js`, `/dashboard.css`) → [`dashboard`]: the
-//!   live dashboard page, built into the binary.
+//!   live dashboard page, built into the binary; `GET /tickcast-client.js`
+//!   → [`dashboard`]: the JavaScript client library it is built on.
 //! * `GET /ws` → [`ws`]: WebSocket upgrade, then handoff to a `shard`.
 //! * `GET /ingest` → [`ws`]: a publisher's upgrade (with `--feed ingest`).
 //! * `GET <--echo-route>` → [`ws`]: the echo endpoint for conformance
@@ -214,12 +215,19 @@ async fn route(
         (&Method::GET, "/metrics") => status::metrics(&state),
         (
             _,
-            "/" | "/ws" | "/healthz" | "/symbols" | "/metrics" | "/dashboard.js" | "/dashboard.css",
+            "/"
+            | "/ws"
+            | "/healthz"
+            | "/symbols"
+            | "/metrics"
+            | "/dashboard.js"
+            | "/dashboard.css"
+            | dashboard::CLIENT_PATH,
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "use GET on this path\n"),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; tickcast serves GET / (dashboard), GET /ws (WebSocket), GET /symbols, \
-             GET /metrics and GET /healthz\n",
+             GET /metrics, GET /healthz and GET /tickcast-client.js (the JavaScript client)\n",
         ),
     };
     Ok(response)
