@@ -223,10 +223,11 @@ pub struct Config {
 }
 
 impl Config {
-    /// The per-connection output limits these flags set.
+    /// The per-connection output limits these flags set (the outbox
+    /// limit at most [`MAX_OUTBOX_BYTES`], however the config was made).
     pub fn outbox_limits(&self) -> OutboxLimits {
         OutboxLimits {
-            max_bytes: self.max_outbox_bytes,
+            max_bytes: self.max_outbox_bytes.min(MAX_OUTBOX_BYTES),
             slow_consumer_timeout: self.slow_consumer_timeout,
             write_timeout: self.write_timeout,
         }
@@ -323,7 +324,7 @@ fn parse_route(s: &str) -> Result<String, String> {
 
 /// The largest `--max-outbox-bytes`: an outbox counts its bytes in `u32`,
 /// and holds up to about twice this much.
-const MAX_OUTBOX_BYTES: usize = 1 << 30;
+pub const MAX_OUTBOX_BYTES: usize = 1 << 30;
 
 fn parse_outbox_bytes(s: &str) -> Result<usize, String> {
     let bytes: usize = s
@@ -367,6 +368,13 @@ mod tests {
         let err =
             Config::try_parse_from(["tickcast", "--max-outbox-bytes", "8589934592"]).unwrap_err();
         assert!(err.to_string().contains("give between 1024"), "{err}");
+    }
+
+    #[test]
+    fn an_outbox_limit_past_the_ceiling_is_clamped_however_the_config_was_made() {
+        let mut config = Config::defaults();
+        config.max_outbox_bytes = 8 << 30;
+        assert_eq!(config.outbox_limits().max_bytes, MAX_OUTBOX_BYTES);
     }
 
     #[test]

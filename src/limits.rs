@@ -4,8 +4,9 @@
 //! The edge takes a [`Slot`] for an upgrade before it is accepted
 //! (refused: 503 or 429, before any WebSocket exists), and whoever owns
 //! the connection holds it for the connection's life, inline (the shard,
-//! in its connection record); dropping the slot gives it back. Counting at upgrade time, not when the
-//! session starts, keeps a burst of upgrades from overshooting the limit.
+//! in its connection record); dropping the slot gives it back. Counting at
+//! upgrade time, not when the session starts, keeps a burst of upgrades
+//! from overshooting the limit.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -674,7 +674,7 @@ impl Shard {
             return;
         };
         self.next_ping = Some(now + interval);
-        let limits = self.ctx.outbox_limits;
+        let limits = *self.outboxes.limits();
         let keys: Vec<Key> = self
             .conns
             .iter()
@@ -707,6 +707,7 @@ impl Shard {
                     .close(key, close::TOKEN_EXPIRED, "token expired");
             }
         }
+        let write_timeout = self.outboxes.limits().write_timeout;
         let timed = std::mem::take(&mut self.timed);
         for (key, id) in timed {
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.session.conn == id) else {
@@ -716,7 +717,6 @@ impl Shard {
             let Some(outbox) = self.outboxes.get_mut(key) else {
                 continue;
             };
-            let write_timeout = self.ctx.outbox_limits.write_timeout;
             if conn.blocked && outbox.is_closing() {
                 let ending = conn.ending();
                 let give_up_at = *ending.flush_deadline.get_or_insert(now + CLOSE_GRACE);
@@ -777,6 +777,7 @@ impl Shard {
     }
 
     fn write(&mut self, key: Key, now: Instant) {
+        let limits = *self.outboxes.limits();
         let (Some(conn), Some(outbox)) =
             (self.conns.get_mut(key), self.outboxes.get_for_writing(key))
         else {
@@ -788,7 +789,7 @@ impl Shard {
         let wrote = if conn.blocked {
             Wrote::Blocked
         } else {
-            conn.write(outbox, &self.ctx.outbox_limits, now, &self.ctx.stats)
+            conn.write(outbox, &limits, now, &self.ctx.stats)
         };
         match wrote {
             Wrote::Abort => return self.finish(key),
@@ -798,7 +799,7 @@ impl Shard {
         if conn.is_done(outbox) {
             return self.finish(key);
         }
-        if conn.read_paused && !outbox.replies_backed_up(&self.ctx.outbox_limits) {
+        if conn.read_paused && !outbox.replies_backed_up(&limits) {
             self.to_read.push(key);
         }
     }
