@@ -73,6 +73,7 @@ export interface SymbolsChange {
   symbols: string[];
 }
 
+/** Symbols the server refused and had never confirmed: taken out of the subscriptions. */
 export interface Refusal {
   symbols: string[];
   code: "unknown_symbol" | "not_entitled" | "too_many_symbols";

@@ -9,8 +9,19 @@
 /** Fields of ticks and snapshots that hold prices. */
 const PRICE_FIELDS = ["px", "bid", "ask"];
 
-/** Error codes that refuse symbols: those are not asked for again. */
+/**
+ * Error codes that refuse symbols. A refusal is final for a symbol the
+ * server never confirmed; one it confirmed before (a symbol being resumed,
+ * say after a restart of a server that learns its symbols from its feed)
+ * is asked for again later.
+ */
 const REFUSAL_CODES = ["unknown_symbol", "not_entitled", "too_many_symbols"];
+
+/** The error that refuses a whole request without naming its symbols. */
+const WHOLE_REQUEST_REFUSAL = "too_many_symbols";
+
+/** How much of an unknown name the server quotes in its `unknown_symbol` message. */
+const QUOTED_NAME_BYTES = 24;
 
 /** Options and their defaults (README.md describes each). */
 const DEFAULTS = {
@@ -181,6 +192,8 @@ export class TickcastClient {
     this._lastSeq = new Map();
     /** @type {Map<string, TickcastError>} symbols the server refused, with why. */
     this._refused = new Map();
+    /** Named symbols the server has confirmed with `subscribed` (on any connection). */
+    this._confirmedOnce = new Set();
 
     this._state = "idle";
     /** The live connection's record, or null. */
@@ -293,9 +306,11 @@ export class TickcastClient {
         this._wanted.clear();
         this._excluded.clear();
         this._lastSeq.clear();
+        this._confirmedOnce.clear();
       } else {
         this._wanted.delete(name);
         this._lastSeq.delete(name);
+        this._confirmedOnce.delete(name);
         if (this._wanted.has("*")) this._excluded.add(name);
       }
     }
@@ -460,6 +475,10 @@ export class TickcastClient {
       fences: [],
       /** Symbols the server confirmed on this connection. */
       confirmed: new Set(),
+      /** Symbols to ask for again (refused, though served before), and when. */
+      askAgain: new Set(),
+      askAgainTimer: null,
+      askedAgain: 0,
       timer: null,
     };
     this._conn = conn;
@@ -502,6 +521,8 @@ export class TickcastClient {
   /** Detaches `conn`: nothing it still delivers reaches the application. */
   _drop(conn) {
     clearInterval(conn.timer);
+    clearTimeout(conn.askAgainTimer);
+    conn.askAgainTimer = null;
     conn.ws.onopen = conn.ws.onmessage = conn.ws.onerror = conn.ws.onclose = null;
     if (this._conn === conn) this._conn = null;
   }
@@ -648,12 +669,23 @@ export class TickcastClient {
     if (this._wanted.has("*")) return;
     const refusals = fence.errors.filter((err) => REFUSAL_CODES.includes(err.code));
     if (refusals.length === 0) return;
+    // `too_many_symbols` refuses its whole request and names nothing; the
+    // other refusals quote the names they refuse (at most ten of them).
+    const wholeRequest = refusals.find((err) => err.code === WHOLE_REQUEST_REFUSAL);
+    const naming = refusals.filter((err) => err.code !== WHOLE_REQUEST_REFUSAL);
     const refused = new Map();
+    const again = [];
     for (const name of fence.names) {
       if (conn.confirmed.has(name) || !this._wanted.has(name)) continue;
-      // The error that names it (the server quotes names), or else the first.
-      const quoted = JSON.stringify(name);
-      const err = refusals.find((e) => e.message.includes(quoted)) || refusals[0];
+      const err = naming.find((e) => quotes(e.message, name)) || wholeRequest;
+      // No answer names it: it stays wanted, and is asked for on the next connection.
+      if (err === undefined) continue;
+      if (this._confirmedOnce.has(name)) {
+        // Served before: the server may carry it again soon (a restarted
+        // server learns its symbols from its feed). It keeps its last seq.
+        again.push(name);
+        continue;
+      }
       if (!refused.has(err)) refused.set(err, []);
       refused.get(err).push(name);
     }
@@ -665,6 +697,42 @@ export class TickcastClient {
       }
       this._emit("refused", { symbols, code: err.code, message: err.message });
     }
+    if (again.length > 0) this._askAgain(conn, again);
+  }
+
+  /**
+   * Subscribes `names` again on `conn` after a growing delay (the backoff's),
+   * if they are still wanted and unconfirmed then.
+   */
+  _askAgain(conn, names) {
+    for (const name of names) conn.askAgain.add(name);
+    if (conn.askAgainTimer !== null) return;
+    const ceiling = Math.min(this._options.backoffMaxMs, this._options.backoffBaseMs * 2 ** Math.min(conn.askedAgain, MAX_BACKOFF_EXPONENT));
+    conn.askedAgain += 1;
+    conn.askAgainTimer = setTimeout(() => {
+      conn.askAgainTimer = null;
+      if (conn !== this._conn || !conn.opened) return;
+      const due = [...conn.askAgain].filter((name) => this._wanted.has(name) && !conn.confirmed.has(name));
+      conn.askAgain.clear();
+      if (due.length > 0) this._subscribeNamed(conn, due);
+    }, Math.round(ceiling / 2 + Math.random() * (ceiling / 2)));
+  }
+
+  /** Subscribes named symbols, grouped by their maxHz, resuming those seen, then fences them. */
+  _subscribeNamed(conn, names) {
+    const groups = new Map();
+    for (const name of names) {
+      const { maxHz } = this._wanted.get(name);
+      const key = maxHz === undefined ? "" : String(maxHz);
+      if (!groups.has(key)) groups.set(key, { maxHz, names: [] });
+      groups.get(key).names.push(name);
+    }
+    const requests = [];
+    for (const { maxHz, names: group } of groups.values()) {
+      requests.push(...subscribeRequests(group, { maxHz, batch: undefined }, this._lastSeq, this._options.maxMessageBytes).requests);
+    }
+    this._send(conn, requests);
+    this._fence(conn, names);
   }
 
   // ------------------------------------------------------------- messages
@@ -711,7 +779,10 @@ export class TickcastClient {
         break;
       case "subscribed":
         if (Array.isArray(msg.symbols)) {
-          for (const name of msg.symbols) conn.confirmed.add(name);
+          for (const name of msg.symbols) {
+            conn.confirmed.add(name);
+            if (this._wanted.has(name)) this._confirmedOnce.add(name);
+          }
           this._emit("subscribed", { symbols: msg.symbols });
         }
         break;
@@ -822,6 +893,21 @@ function subscribeRequests(names, { maxHz, batch }, lastSeq, limit) {
   }
   if (symbols.length > 0) flush();
   return { requests, resumed };
+}
+
+/**
+ * Whether a server message quotes `name`: the server writes each name in
+ * double quotes, an unknown one cut to its first 24 bytes.
+ */
+function quotes(message, name) {
+  if (message.includes(JSON.stringify(name))) return true;
+  if (utf8Length(name) <= QUOTED_NAME_BYTES) return false;
+  let cut = "";
+  for (const c of name) {
+    if (utf8Length(cut + c) > QUOTED_NAME_BYTES) break;
+    cut += c;
+  }
+  return message.includes(JSON.stringify(cut));
 }
 
 /** Unsubscribe requests for `names`, each at most `limit` bytes of JSON. */

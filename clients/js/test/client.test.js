@@ -20,6 +20,7 @@ class ScriptedSocket {
   }
   send(text) {
     this.sent.push(text);
+    for (const wake of ScriptedSocket.waiting.splice(0)) wake();
   }
   close(code, reason) {
     this.closedWith = { code, reason };
@@ -36,6 +37,21 @@ class ScriptedSocket {
   }
   requests() {
     return this.sent.map((text) => JSON.parse(text));
+  }
+  /** Resolves with the first request sent from index `from` on that `matches`, failing after a deadline. */
+  async untilSent(what, matches, from = 0, ms = 5_000) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const found = this.requests().slice(from).find(matches);
+      if (found !== undefined) return found;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      let timer;
+      await new Promise((wake) => {
+        ScriptedSocket.waiting.push(wake);
+        timer = setTimeout(wake, deadline - Date.now() + 1);
+      });
+      clearTimeout(timer);
+    }
   }
   static last() {
     return ScriptedSocket.made[ScriptedSocket.made.length - 1];
@@ -236,5 +252,49 @@ test("1008 (slow consumer) and 1001 (shutdown) closes are reported; repeated 100
   for (const s of closes) attempts.push(s.attempt);
   assert.deepEqual(attempts, [1, 2, 3, 4, 5]);
   rec.assertContiguous();
+  c.close();
+});
+
+test("a symbol served before is not dropped when a restarted server does not carry it yet; unanswered names are not refused", async () => {
+  const { c, rec } = client();
+  c.subscribe(["AAPL", "GONE", "NEVER", "QUIET"]);
+  let ws = await ScriptedSocket.nth(1);
+  ws.open();
+  let fence = ws.requests().find((r) => r.op === "ping").id;
+  ws.receive({ type: "error", code: "unknown_symbol", message: 'unknown symbol "NEVER"; GET /symbols lists the symbols this server carries' });
+  ws.receive({ type: "subscribed", symbols: ["AAPL", "GONE"] });
+  ws.receive(snapshot("AAPL", 5));
+  ws.receive(snapshot("GONE", 7));
+  // QUIET gets no answer at all: the error quotes only NEVER.
+  ws.receive({ type: "pong", id: fence });
+  assert.deepEqual(rec.of("refused").map((r) => [r.code, r.symbols]), [["unknown_symbol", ["NEVER"]]]);
+  assert.deepEqual(c.subscriptions, ["AAPL", "GONE", "QUIET"]);
+
+  // The server restarts and has not learnt GONE from its feed yet.
+  ws.drop(1001, "server shutting down");
+  ws = await ScriptedSocket.nth(2);
+  ws.open();
+  assert.deepEqual(ws.requests()[0], { op: "subscribe", symbols: ["AAPL", "GONE", "QUIET"], from: { AAPL: 5, GONE: 7 } });
+  fence = ws.requests().find((r) => r.op === "ping").id;
+  const sentBefore = ws.sent.length;
+  ws.receive({ type: "error", code: "unknown_symbol", message: 'unknown symbol "GONE"; the feed has not published it (yet); GET /symbols lists what it has' });
+  ws.receive({ type: "subscribed", symbols: ["AAPL", "QUIET"] });
+  ws.receive({ type: "pong", id: fence });
+  assert.equal(rec.count("refused"), 1, "nothing more is refused");
+  assert.deepEqual(c.subscriptions, ["AAPL", "GONE", "QUIET"]);
+  assert.equal(c.refused.has("GONE"), false);
+  assert.equal(c.lastSeq("GONE"), 7);
+  // It is asked for again on the same connection, resuming from its last seq.
+  const again = await ws.untilSent("GONE to be asked for again", (r) => r.op === "subscribe", sentBefore);
+  assert.deepEqual(again, { op: "subscribe", symbols: ["GONE"], from: { GONE: 7 } });
+
+  // And on the next connection, still resuming.
+  ws.drop(1006);
+  ws = await ScriptedSocket.nth(3);
+  ws.open();
+  assert.deepEqual(ws.requests()[0], { op: "subscribe", symbols: ["AAPL", "GONE", "QUIET"], from: { AAPL: 5, GONE: 7 } });
+  ws.receive({ type: "subscribed", symbols: ["AAPL", "GONE", "QUIET"] });
+  ws.receive(snapshot("GONE", 2, { reset: true }));
+  assert.deepEqual(rec.of("reset").map((r) => [r.sym, r.seq, r.previousSeq]), [["GONE", 2, 7]]);
   c.close();
 });
