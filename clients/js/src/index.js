@@ -201,6 +201,8 @@ export class TickcastClient {
     this._everOpened = false;
     this._closed = false;
     this._attempt = 0;
+    /** Bumped by each connection attempt and by close(): an attempt that sees it change is stale. */
+    this._generation = 0;
     this._retryTimer = null;
     this._tokenValue = typeof token === "string" ? token : null;
     this._tokenStale = true;
@@ -332,6 +334,7 @@ export class TickcastClient {
   /** Closes the connection for good (until `connect()`); subscriptions are kept. */
   close() {
     this._closed = true;
+    this._generation += 1;
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     const conn = this._conn;
@@ -441,18 +444,21 @@ export class TickcastClient {
 
   async _connect() {
     if (this._closed) return;
+    this._generation += 1;
+    const generation = this._generation;
     this._retryTimer = null;
     this._setState({ state: this._everOpened || this._attempt > 0 ? "reconnecting" : "connecting", attempt: this._attempt });
     let token;
     try {
       token = await this._token();
     } catch (err) {
-      if (this._closed) return;
+      if (this._closed || generation !== this._generation) return;
       this._emit("error", new TickcastError("token_failed", `the token function failed (${errorText(err)}); trying again with backoff`));
       this._retry({ code: 0, reason: "no token" });
       return;
     }
-    if (this._closed) return;
+    // close() (and perhaps connect() again) ran while the token was awaited.
+    if (this._closed || generation !== this._generation) return;
     let ws;
     try {
       ws = new this._Socket(token ? withToken(this.url, token) : this.url);
@@ -493,7 +499,10 @@ export class TickcastClient {
 
   /** Keep-alive: pings, and gives up a connection that went silent or never opened. */
   _watch(conn) {
-    if (conn !== this._conn) return;
+    if (conn !== this._conn) {
+      clearInterval(conn.timer);
+      return;
+    }
     const now = Date.now();
     if (now - conn.lastHeard > this._options.silenceTimeoutMs) {
       const code = conn.opened ? 4000 : 0;

@@ -298,3 +298,25 @@ test("a symbol served before is not dropped when a restarted server does not car
   assert.deepEqual(rec.of("reset").map((r) => [r.sym, r.seq, r.previousSeq]), [["GONE", 2, 7]]);
   c.close();
 });
+
+test("close() and connect() while the token is awaited open one socket, not two", async () => {
+  const pending = [];
+  const token = () => new Promise((resolve) => pending.push(resolve));
+  const { c, rec } = client({ token });
+  c.subscribe("AAPL");
+  await rec.untilState("connecting");
+  assert.equal(pending.length, 1);
+  c.close();
+  c.connect();
+  assert.equal(pending.length, 2, "the new attempt asks for a token of its own");
+  pending[1]("fresh");
+  const ws = await ScriptedSocket.nth(1);
+  assert.equal(ws.url, "ws://server/ws?token=fresh");
+  // The stale attempt's token arrives last; it must not open a socket.
+  pending[0]("stale");
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(ScriptedSocket.made.length, 1, ScriptedSocket.made.map((s) => s.url).join(", "));
+  ws.open();
+  assert.equal(c.state, "open");
+  c.close();
+});
