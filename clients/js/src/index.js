@@ -39,6 +39,14 @@ const DEFAULTS = {
 const MIN_HZ = 0.01;
 const MAX_HZ = 1000;
 
+/**
+ * Close codes after which the backoff is not reset, however well the
+ * connection went: the server refused what this client sent (1002
+ * protocol error, 1003 unacceptable data, 1007 bad text, 1009 message too
+ * big) or found it too slow (1008); coming straight back would repeat it.
+ */
+const NO_RESET_CLOSES = [1002, 1003, 1007, 1008, 1009];
+
 /** Largest exponent of the backoff (2^30 times the base is past any maximum). */
 const MAX_BACKOFF_EXPONENT = 30;
 
@@ -124,7 +132,8 @@ export function parseMessage(text) {
  * `unknown_symbol`), or one of the client's own: `connect_failed` (the
  * connection could not be opened; retried with backoff), `token_failed`
  * (the token function threw or rejected), `bad_message` (a message that is
- * not JSON).
+ * not JSON), `message_too_big` (the server closed with 1009: lower
+ * `maxMessageBytes` to its limit).
  */
 export class TickcastError extends Error {
   /**
@@ -472,7 +481,11 @@ export class TickcastClient {
     const conn = {
       ws,
       opened: false,
-      heard: false,
+      openedAt: 0,
+      /** The first subscribes' fence came back: the server answered them. */
+      answered: false,
+      /** A tick or snapshot came after that: the server is serving. */
+      served: false,
       startedAt: Date.now(),
       lastHeard: Date.now(),
       lastPing: 0,
@@ -518,7 +531,7 @@ export class TickcastClient {
         this._connectFailed(conn, reason);
         this._tokenStale = true;
       }
-      this._retry({ code, reason, heard: conn.heard });
+      this._retry({ code, reason, served: this._served(conn) });
       return;
     }
     if (conn.opened && now - conn.lastPing >= this._options.pingIntervalMs) {
@@ -539,7 +552,7 @@ export class TickcastClient {
   _onOpen(conn) {
     if (conn !== this._conn) return;
     conn.opened = true;
-    conn.lastHeard = Date.now();
+    conn.lastHeard = conn.openedAt = Date.now();
     this._everOpened = true;
     const resumed = this._resubscribe(conn);
     this._setState({ state: "open", resumed });
@@ -556,7 +569,19 @@ export class TickcastClient {
     // A fresh token for the next connection: this one expired, or may be
     // why the upgrade was refused.
     if (code === 4001 || !conn.opened) this._tokenStale = true;
-    this._retry({ code, reason, heard: conn.heard });
+    if (code === 1009) {
+      this._emit("error", new TickcastError("message_too_big", `the server closed the connection with 1009: a request of this client exceeds the server's message size limit (its --max-message-bytes); set the maxMessageBytes option to that limit or lower`));
+    }
+    this._retry({ code, reason, served: this._served(conn) });
+  }
+
+  /**
+   * Whether `conn` proved the server works for this client: it delivered a
+   * tick or snapshot after its subscriptions were answered, or stayed open
+   * as long as the longest backoff delay.
+   */
+  _served(conn) {
+    return conn.served || (conn.opened && Date.now() - conn.openedAt >= this._options.backoffMaxMs);
   }
 
   _connectFailed(conn, why) {
@@ -568,10 +593,11 @@ export class TickcastClient {
   }
 
   /** Schedules the next connection after a jittered, growing delay. */
-  _retry({ code, reason, heard = false }) {
-    // A connection the server served resets the backoff, unless it was
-    // closed for being slow (1008): coming straight back would only repeat it.
-    if (heard && code !== 1008) this._attempt = 0;
+  _retry({ code, reason, served = false }) {
+    // Only a connection the server served resets the backoff, and not one
+    // closed for what this client did: a server that accepts connections
+    // and then drops them is not hit at the base delay in a loop.
+    if (served && !NO_RESET_CLOSES.includes(code)) this._attempt = 0;
     const ceiling = Math.min(this._options.backoffMaxMs, this._options.backoffBaseMs * 2 ** Math.min(this._attempt, MAX_BACKOFF_EXPONENT));
     const delayMs = Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
     this._attempt += 1;
@@ -670,6 +696,7 @@ export class TickcastClient {
   _settleFences(conn, id) {
     const at = conn.fences.findIndex((fence) => fence.id === id);
     if (at < 0) return;
+    conn.answered = true;
     for (const fence of conn.fences.splice(0, at + 1)) this._settle(conn, fence);
   }
 
@@ -760,7 +787,6 @@ export class TickcastClient {
   _onMessage(conn, data) {
     if (conn !== this._conn) return;
     conn.lastHeard = Date.now();
-    conn.heard = true;
     if (typeof data !== "string") return; // the protocol is text only
     let msg;
     try {
@@ -770,6 +796,7 @@ export class TickcastClient {
       return;
     }
     if (msg === null || typeof msg !== "object") return;
+    if (conn.answered && (msg.type === "tick" || msg.type === "ticks" || msg.type === "snapshot")) conn.served = true;
     switch (msg.type) {
       case "tick":
         this._onTick(msg);

@@ -320,3 +320,47 @@ test("close() and connect() while the token is awaited open one socket, not two"
   assert.equal(c.state, "open");
   c.close();
 });
+
+test("the backoff starts over only after a served connection, and never after 1002, 1003, 1007 or 1009", async () => {
+  const { c, rec } = client({ backoffBaseMs: 2, backoffMaxMs: 60_000 });
+  c.subscribe("AAPL");
+  const attempts = () => rec.of("state").filter((s) => s.state === "reconnecting" && s.delayMs !== undefined).map((s) => s.attempt);
+  let n = 0;
+  const next = async () => {
+    n += 1;
+    const ws = await ScriptedSocket.nth(n);
+    ws.open();
+    return ws;
+  };
+  const answer = (ws) => {
+    ws.receive({ type: "subscribed", symbols: ["AAPL"] });
+    ws.receive(snapshot("AAPL", n));
+    ws.receive({ type: "pong", id: ws.requests().find((r) => r.op === "ping").id });
+  };
+  // Opened and answered, but no tick after the answer: not served.
+  for (let i = 0; i < 3; i += 1) {
+    const ws = await next();
+    answer(ws);
+    ws.drop(1011, "internal error");
+  }
+  assert.deepEqual(attempts(), [1, 2, 3], "connections dropped before serving keep backing off");
+  // A tick after the answer: served, so the backoff starts over.
+  let ws = await next();
+  answer(ws);
+  ws.receive(tick("AAPL", n + 1));
+  ws.drop(1006);
+  assert.deepEqual(attempts(), [1, 2, 3, 1]);
+  // Closes for what the client sent never start it over, served or not.
+  for (const code of [1002, 1003, 1007, 1009]) {
+    ws = await next();
+    answer(ws);
+    ws.receive(tick("AAPL", n + 1));
+    ws.drop(code);
+  }
+  assert.deepEqual(attempts(), [1, 2, 3, 1, 2, 3, 4, 5]);
+  const tooBig = rec.of("error").filter((e) => e.code === "message_too_big");
+  assert.equal(tooBig.length, 1, "1009 is reported once");
+  assert.match(tooBig[0].message, /message size limit/);
+  assert.match(tooBig[0].message, /maxMessageBytes/);
+  c.close();
+});
