@@ -276,6 +276,7 @@ export class TickcastClient {
     }
     const fresh = [];
     const rethrottled = [];
+    let starRethrottled = false;
     for (const name of names) {
       this._refused.delete(name);
       this._excluded.delete(name);
@@ -284,9 +285,21 @@ export class TickcastClient {
       this._wanted.set(name, { maxHz });
       fresh.push(name);
       if (had !== undefined && name !== "*") rethrottled.push(name);
+      if (had !== undefined && name === "*") starRethrottled = true;
     }
     const conn = this._openConn();
     if (conn === null) return this;
+    if (starRethrottled) {
+      // A `*` keeps the rate it was subscribed with, and a `*` sent again
+      // only adds symbols: a new rate needs it unsubscribed and subscribed
+      // anew. Unsubscribing `*` ends every subscription of the connection,
+      // so all of them are sent again, as on a reconnect, each symbol
+      // resuming from its last seq (ticks already on the way come first;
+      // the replay's duplicates of them are dropped).
+      this._send(conn, unsubscribeRequests(["*"], this._options.maxMessageBytes));
+      this._resubscribe(conn);
+      return this;
+    }
     // A new rate needs the symbol subscribed anew; resuming it from its
     // last seq keeps its ticks gap-free across the change.
     if (rethrottled.length > 0) this._send(conn, unsubscribeRequests(rethrottled, this._options.maxMessageBytes));

@@ -364,3 +364,36 @@ test("the backoff starts over only after a served connection, and never after 10
   assert.match(tooBig[0].message, /maxMessageBytes/);
   c.close();
 });
+
+test("a new maxHz for * applies on the live connection: everything is subscribed anew, resuming", async () => {
+  const { c, rec } = client();
+  c.subscribe("*").subscribe("C", { maxHz: 5 });
+  const ws = await ScriptedSocket.nth(1);
+  ws.open();
+  ws.receive({ type: "subscribed", symbols: ["A", "B", "C"] });
+  ws.receive(snapshot("A", 3));
+  ws.receive(snapshot("B", 4));
+  ws.receive(snapshot("C", 9));
+  const sentBefore = ws.sent.length;
+  c.subscribe("*", { maxHz: 2 });
+  const requests = ws.requests().slice(sentBefore);
+  assert.deepEqual(requests.slice(0, 3), [
+    { op: "unsubscribe", symbols: ["*"] },
+    { op: "subscribe", symbols: ["C"], max_hz: 5, from: { C: 9 } },
+    { op: "subscribe", symbols: ["*"], max_hz: 2, from: { A: 3, B: 4 } },
+  ]);
+  assert.equal(requests.at(-1).op, "ping");
+  // Ticks already on the way, then the replay: each once, in order.
+  ws.receive(tick("A", 4));
+  ws.receive({ type: "unsubscribed", symbols: ["A", "B", "C"] });
+  ws.receive({ type: "subscribed", symbols: ["A", "B", "C"] });
+  ws.receive(tick("A", 4));
+  ws.receive(tick("A", 5));
+  assert.deepEqual(rec.of("tick").map((t) => `${t.sym}:${t.seq}`), ["A:4", "A:5"]);
+  assert.equal(c.duplicatesDropped, 1);
+  // The same rate again changes nothing.
+  const sentAfter = ws.sent.length;
+  c.subscribe("*", { maxHz: 2 });
+  assert.equal(ws.sent.length, sentAfter);
+  c.close();
+});
