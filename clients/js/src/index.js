@@ -312,6 +312,7 @@ export class TickcastClient {
       requests.push(...subscribeRequests(named, { maxHz, batch: batchFlag }, this._lastSeq, this._options.maxMessageBytes).requests);
     }
     if (fresh.includes("*")) requests.push(this._starRequest(maxHz, batchFlag).request);
+    this._noteFrom(conn, requests);
     this._send(conn, requests);
     this._fence(conn, named);
     return this;
@@ -509,6 +510,8 @@ export class TickcastClient {
       confirmed: new Set(),
       /** Symbols to ask for again (refused, though served before), and when. */
       askAgain: new Set(),
+      /** The `from` sent for each symbol resumed on this connection, until its first tick or snapshot. */
+      from: new Map(),
       askAgainTimer: null,
       askedAgain: 0,
       timer: null,
@@ -665,6 +668,7 @@ export class TickcastClient {
       resumed += star.resumed;
       if (this._excluded.size > 0) requests.push(...unsubscribeRequests([...this._excluded], limit));
     }
+    this._noteFrom(conn, requests);
     this._send(conn, requests);
     this._fence(conn, named);
     return resumed;
@@ -692,6 +696,14 @@ export class TickcastClient {
     }
     if (resumed > 0) request.from = from;
     return { request, resumed };
+  }
+
+  /** Notes the `from` of subscribe requests about to be sent on `conn`. */
+  _noteFrom(conn, requests) {
+    for (const request of requests) {
+      if (request.from === undefined) continue;
+      for (const [name, seq] of Object.entries(request.from)) conn.from.set(name, seq);
+    }
   }
 
   /**
@@ -780,6 +792,7 @@ export class TickcastClient {
     for (const { maxHz, names: group } of groups.values()) {
       requests.push(...subscribeRequests(group, { maxHz, batch: undefined }, this._lastSeq, this._options.maxMessageBytes).requests);
     }
+    this._noteFrom(conn, requests);
     this._send(conn, requests);
     this._fence(conn, names);
   }
@@ -812,19 +825,19 @@ export class TickcastClient {
     if (conn.answered && (msg.type === "tick" || msg.type === "ticks" || msg.type === "snapshot")) conn.served = true;
     switch (msg.type) {
       case "tick":
-        this._onTick(msg);
+        this._onTick(conn, msg);
         break;
       case "ticks":
         if (Array.isArray(msg.data)) {
           for (const tick of msg.data) {
             // A listener may have closed the client mid-batch.
             if (conn !== this._conn) return;
-            this._onTick(tick);
+            this._onTick(conn, tick);
           }
         }
         break;
       case "snapshot":
-        this._onSnapshot(msg);
+        this._onSnapshot(conn, msg);
         break;
       case "subscribed":
         if (Array.isArray(msg.symbols)) {
@@ -855,10 +868,23 @@ export class TickcastClient {
     }
   }
 
-  _onTick(tick) {
+  _onTick(conn, tick) {
     const sym = tick.sym;
     if (!this._wants(sym)) return;
     const last = this._lastSeq.get(sym);
+    const from = conn.from.get(sym);
+    if (from !== undefined) {
+      conn.from.delete(sym);
+      if (last !== undefined && tick.seq <= from) {
+        // The server never sends a resumed symbol a tick at or before its
+        // `from`: its count started over (it restarted), and the symbol
+        // had not traded there yet when it was resumed. The application
+        // starts over from this tick's quote.
+        this._lastSeq.set(sym, tick.seq);
+        this._emit("reset", { ...tick, type: "snapshot", reset: true, previousSeq: last });
+        return;
+      }
+    }
     if (last !== undefined) {
       if (tick.seq <= last) {
         this._duplicates += 1;
@@ -872,9 +898,10 @@ export class TickcastClient {
     this._emit("tick", tick);
   }
 
-  _onSnapshot(snapshot) {
+  _onSnapshot(conn, snapshot) {
     const sym = snapshot.sym;
     if (!this._wants(sym)) return;
+    conn.from.delete(sym);
     const last = this._lastSeq.get(sym);
     if (snapshot.reset === true || (last !== undefined && snapshot.seq !== last)) {
       // Ticks were missed that the server could not replay (or, after a

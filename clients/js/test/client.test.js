@@ -115,9 +115,10 @@ test("a reconnect resumes every symbol from the last seq the application saw", a
   assert.equal(rec.of("state").at(-1).resumed, 2);
   // Replayed ticks continue the view; a duplicate is dropped.
   ws.receive({ type: "subscribed", symbols: ["AAPL", "MSFT"] });
-  ws.receive(tick("AAPL", 12));
   ws.receive(tick("AAPL", 13));
-  assert.deepEqual(rec.of("tick").map((t) => `${t.sym}:${t.seq}`), ["AAPL:11", "MSFT:4", "AAPL:12", "AAPL:13"]);
+  ws.receive(tick("AAPL", 14));
+  ws.receive(tick("AAPL", 13));
+  assert.deepEqual(rec.of("tick").map((t) => `${t.sym}:${t.seq}`), ["AAPL:11", "MSFT:4", "AAPL:12", "AAPL:13", "AAPL:14"]);
   assert.equal(c.duplicatesDropped, 1);
   rec.assertContiguous();
   c.close();
@@ -395,5 +396,31 @@ test("a new maxHz for * applies on the live connection: everything is subscribed
   const sentAfter = ws.sent.length;
   c.subscribe("*", { maxHz: 2 });
   assert.equal(ws.sent.length, sentAfter);
+  c.close();
+});
+
+test("after a restart, a resumed symbol that had not traded there yet starts over as a reset at its first tick", async () => {
+  const { c, rec } = client();
+  c.subscribe(["A", "B"]);
+  let ws = await ScriptedSocket.nth(1);
+  ws.open();
+  ws.receive({ type: "subscribed", symbols: ["A", "B"] });
+  ws.receive(snapshot("A", 50));
+  ws.receive(snapshot("B", 60));
+  ws.drop(1001, "server shutting down");
+  ws = await ScriptedSocket.nth(2);
+  ws.open();
+  assert.deepEqual(ws.requests()[0].from, { A: 50, B: 60 });
+  // The new run: B is replayed, A had not traded and sends nothing until
+  // its first tick, whose count started over.
+  ws.receive({ type: "subscribed", symbols: ["A", "B"] });
+  ws.receive(tick("B", 61));
+  ws.receive(tick("A", 1));
+  ws.receive(tick("A", 2));
+  ws.receive(tick("B", 61));
+  assert.deepEqual(rec.of("reset").map((r) => [r.sym, r.seq, r.previousSeq, r.type]), [["A", 1, 50, "snapshot"]]);
+  assert.deepEqual(rec.of("tick").map((t) => `${t.sym}:${t.seq}`), ["B:61", "A:2"]);
+  assert.equal(c.duplicatesDropped, 1, "only B's repeat is a duplicate");
+  rec.assertContiguous();
   c.close();
 });
