@@ -43,7 +43,8 @@ export type ServerErrorCode =
   | "rate_limited";
 
 /** Error codes of the client itself. */
-export type ClientErrorCode = "connect_failed" | "token_failed" | "bad_message";
+/** `message_too_big`: the server closed with 1009; set maxMessageBytes to its --max-message-bytes or lower. */
+export type ClientErrorCode = "connect_failed" | "token_failed" | "bad_message" | "message_too_big";
 
 export type ErrorCode = ServerErrorCode | ClientErrorCode;
 
@@ -63,7 +64,7 @@ export interface StateChange {
   reason?: string;
   /** With `reconnecting` after a close: how long until the next attempt. */
   delayMs?: number;
-  /** Connection attempts since the last one the server served. */
+  /** Connection attempts since the last one the server served (delivered a tick or snapshot after its subscriptions were answered, or stayed open for backoffMaxMs). */
   attempt?: number;
   /** With `open`: how many symbols this connection resumed with `from`. */
   resumed?: number;
@@ -73,6 +74,7 @@ export interface SymbolsChange {
   symbols: string[];
 }
 
+/** Symbols the server refused and had never confirmed: taken out of the subscriptions. */
 export interface Refusal {
   symbols: string[];
   code: "unknown_symbol" | "not_entitled" | "too_many_symbols";

@@ -14,7 +14,8 @@ use super::Body;
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const DASHBOARD_JS: &str = include_str!("dashboard/dashboard.js");
 const DASHBOARD_CSS: &str = include_str!("dashboard/dashboard.css");
-/// The one JavaScript client of the project, as published to npm.
+/// The one JavaScript client of the project: the `tickcast-client`
+/// package in `clients/js`, served as it is.
 const CLIENT_JS: &str = include_str!("../../clients/js/src/index.js");
 
 /// Where the client library is served.

@@ -9,8 +9,19 @@
 /** Fields of ticks and snapshots that hold prices. */
 const PRICE_FIELDS = ["px", "bid", "ask"];
 
-/** Error codes that refuse symbols: those are not asked for again. */
+/**
+ * Error codes that refuse symbols. A refusal is final for a symbol the
+ * server never confirmed; one it confirmed before (a symbol being resumed,
+ * say after a restart of a server that learns its symbols from its feed)
+ * is asked for again later.
+ */
 const REFUSAL_CODES = ["unknown_symbol", "not_entitled", "too_many_symbols"];
+
+/** The error that refuses a whole request without naming its symbols. */
+const WHOLE_REQUEST_REFUSAL = "too_many_symbols";
+
+/** How much of an unknown name the server quotes in its `unknown_symbol` message. */
+const QUOTED_NAME_BYTES = 24;
 
 /** Options and their defaults (README.md describes each). */
 const DEFAULTS = {
@@ -27,6 +38,14 @@ const DEFAULTS = {
 /** Bounds of `max_hz` the server takes. */
 const MIN_HZ = 0.01;
 const MAX_HZ = 1000;
+
+/**
+ * Close codes after which the backoff is not reset, however well the
+ * connection went: the server refused what this client sent (1002
+ * protocol error, 1003 unacceptable data, 1007 bad text, 1009 message too
+ * big) or found it too slow (1008); coming straight back would repeat it.
+ */
+const NO_RESET_CLOSES = [1002, 1003, 1007, 1008, 1009];
 
 /** Largest exponent of the backoff (2^30 times the base is past any maximum). */
 const MAX_BACKOFF_EXPONENT = 30;
@@ -113,7 +132,8 @@ export function parseMessage(text) {
  * `unknown_symbol`), or one of the client's own: `connect_failed` (the
  * connection could not be opened; retried with backoff), `token_failed`
  * (the token function threw or rejected), `bad_message` (a message that is
- * not JSON).
+ * not JSON), `message_too_big` (the server closed with 1009: lower
+ * `maxMessageBytes` to its limit).
  */
 export class TickcastError extends Error {
   /**
@@ -181,6 +201,8 @@ export class TickcastClient {
     this._lastSeq = new Map();
     /** @type {Map<string, TickcastError>} symbols the server refused, with why. */
     this._refused = new Map();
+    /** Named symbols the server has confirmed with `subscribed` (on any connection). */
+    this._confirmedOnce = new Set();
 
     this._state = "idle";
     /** The live connection's record, or null. */
@@ -188,6 +210,8 @@ export class TickcastClient {
     this._everOpened = false;
     this._closed = false;
     this._attempt = 0;
+    /** Bumped by each connection attempt and by close(): an attempt that sees it change is stale. */
+    this._generation = 0;
     this._retryTimer = null;
     this._tokenValue = typeof token === "string" ? token : null;
     this._tokenStale = true;
@@ -252,6 +276,7 @@ export class TickcastClient {
     }
     const fresh = [];
     const rethrottled = [];
+    let starRethrottled = false;
     for (const name of names) {
       this._refused.delete(name);
       this._excluded.delete(name);
@@ -260,9 +285,21 @@ export class TickcastClient {
       this._wanted.set(name, { maxHz });
       fresh.push(name);
       if (had !== undefined && name !== "*") rethrottled.push(name);
+      if (had !== undefined && name === "*") starRethrottled = true;
     }
     const conn = this._openConn();
     if (conn === null) return this;
+    if (starRethrottled) {
+      // A `*` keeps the rate it was subscribed with, and a `*` sent again
+      // only adds symbols: a new rate needs it unsubscribed and subscribed
+      // anew. Unsubscribing `*` ends every subscription of the connection,
+      // so all of them are sent again, as on a reconnect, each symbol
+      // resuming from its last seq (ticks already on the way come first;
+      // the replay's duplicates of them are dropped).
+      this._send(conn, unsubscribeRequests(["*"], this._options.maxMessageBytes));
+      this._resubscribe(conn);
+      return this;
+    }
     // A new rate needs the symbol subscribed anew; resuming it from its
     // last seq keeps its ticks gap-free across the change.
     if (rethrottled.length > 0) this._send(conn, unsubscribeRequests(rethrottled, this._options.maxMessageBytes));
@@ -275,6 +312,7 @@ export class TickcastClient {
       requests.push(...subscribeRequests(named, { maxHz, batch: batchFlag }, this._lastSeq, this._options.maxMessageBytes).requests);
     }
     if (fresh.includes("*")) requests.push(this._starRequest(maxHz, batchFlag).request);
+    this._noteFrom(conn, requests);
     this._send(conn, requests);
     this._fence(conn, named);
     return this;
@@ -293,9 +331,11 @@ export class TickcastClient {
         this._wanted.clear();
         this._excluded.clear();
         this._lastSeq.clear();
+        this._confirmedOnce.clear();
       } else {
         this._wanted.delete(name);
         this._lastSeq.delete(name);
+        this._confirmedOnce.delete(name);
         if (this._wanted.has("*")) this._excluded.add(name);
       }
     }
@@ -317,6 +357,7 @@ export class TickcastClient {
   /** Closes the connection for good (until `connect()`); subscriptions are kept. */
   close() {
     this._closed = true;
+    this._generation += 1;
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     const conn = this._conn;
@@ -426,18 +467,21 @@ export class TickcastClient {
 
   async _connect() {
     if (this._closed) return;
+    this._generation += 1;
+    const generation = this._generation;
     this._retryTimer = null;
     this._setState({ state: this._everOpened || this._attempt > 0 ? "reconnecting" : "connecting", attempt: this._attempt });
     let token;
     try {
       token = await this._token();
     } catch (err) {
-      if (this._closed) return;
+      if (this._closed || generation !== this._generation) return;
       this._emit("error", new TickcastError("token_failed", `the token function failed (${errorText(err)}); trying again with backoff`));
       this._retry({ code: 0, reason: "no token" });
       return;
     }
-    if (this._closed) return;
+    // close() (and perhaps connect() again) ran while the token was awaited.
+    if (this._closed || generation !== this._generation) return;
     let ws;
     try {
       ws = new this._Socket(token ? withToken(this.url, token) : this.url);
@@ -451,7 +495,11 @@ export class TickcastClient {
     const conn = {
       ws,
       opened: false,
-      heard: false,
+      openedAt: 0,
+      /** The first subscribes' fence came back: the server answered them. */
+      answered: false,
+      /** A tick or snapshot came after that: the server is serving. */
+      served: false,
       startedAt: Date.now(),
       lastHeard: Date.now(),
       lastPing: 0,
@@ -460,6 +508,12 @@ export class TickcastClient {
       fences: [],
       /** Symbols the server confirmed on this connection. */
       confirmed: new Set(),
+      /** Symbols to ask for again (refused, though served before), and when. */
+      askAgain: new Set(),
+      /** The `from` sent for each symbol resumed on this connection, until its first tick or snapshot. */
+      from: new Map(),
+      askAgainTimer: null,
+      askedAgain: 0,
       timer: null,
     };
     this._conn = conn;
@@ -474,7 +528,10 @@ export class TickcastClient {
 
   /** Keep-alive: pings, and gives up a connection that went silent or never opened. */
   _watch(conn) {
-    if (conn !== this._conn) return;
+    if (conn !== this._conn) {
+      clearInterval(conn.timer);
+      return;
+    }
     const now = Date.now();
     if (now - conn.lastHeard > this._options.silenceTimeoutMs) {
       const code = conn.opened ? 4000 : 0;
@@ -490,7 +547,7 @@ export class TickcastClient {
         this._connectFailed(conn, reason);
         this._tokenStale = true;
       }
-      this._retry({ code, reason, heard: conn.heard });
+      this._retry({ code, reason, served: this._served(conn) });
       return;
     }
     if (conn.opened && now - conn.lastPing >= this._options.pingIntervalMs) {
@@ -502,6 +559,8 @@ export class TickcastClient {
   /** Detaches `conn`: nothing it still delivers reaches the application. */
   _drop(conn) {
     clearInterval(conn.timer);
+    clearTimeout(conn.askAgainTimer);
+    conn.askAgainTimer = null;
     conn.ws.onopen = conn.ws.onmessage = conn.ws.onerror = conn.ws.onclose = null;
     if (this._conn === conn) this._conn = null;
   }
@@ -509,7 +568,7 @@ export class TickcastClient {
   _onOpen(conn) {
     if (conn !== this._conn) return;
     conn.opened = true;
-    conn.lastHeard = Date.now();
+    conn.lastHeard = conn.openedAt = Date.now();
     this._everOpened = true;
     const resumed = this._resubscribe(conn);
     this._setState({ state: "open", resumed });
@@ -526,7 +585,19 @@ export class TickcastClient {
     // A fresh token for the next connection: this one expired, or may be
     // why the upgrade was refused.
     if (code === 4001 || !conn.opened) this._tokenStale = true;
-    this._retry({ code, reason, heard: conn.heard });
+    if (code === 1009) {
+      this._emit("error", new TickcastError("message_too_big", `the server closed the connection with 1009: a request of this client exceeds the server's message size limit (its --max-message-bytes); set the maxMessageBytes option to that limit or lower`));
+    }
+    this._retry({ code, reason, served: this._served(conn) });
+  }
+
+  /**
+   * Whether `conn` proved the server works for this client: it delivered a
+   * tick or snapshot after its subscriptions were answered, or stayed open
+   * as long as the longest backoff delay.
+   */
+  _served(conn) {
+    return conn.served || (conn.opened && Date.now() - conn.openedAt >= this._options.backoffMaxMs);
   }
 
   _connectFailed(conn, why) {
@@ -538,10 +609,11 @@ export class TickcastClient {
   }
 
   /** Schedules the next connection after a jittered, growing delay. */
-  _retry({ code, reason, heard = false }) {
-    // A connection the server served resets the backoff, unless it was
-    // closed for being slow (1008): coming straight back would only repeat it.
-    if (heard && code !== 1008) this._attempt = 0;
+  _retry({ code, reason, served = false }) {
+    // Only a connection the server served resets the backoff, and not one
+    // closed for what this client did: a server that accepts connections
+    // and then drops them is not hit at the base delay in a loop.
+    if (served && !NO_RESET_CLOSES.includes(code)) this._attempt = 0;
     const ceiling = Math.min(this._options.backoffMaxMs, this._options.backoffBaseMs * 2 ** Math.min(this._attempt, MAX_BACKOFF_EXPONENT));
     const delayMs = Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
     this._attempt += 1;
@@ -596,6 +668,7 @@ export class TickcastClient {
       resumed += star.resumed;
       if (this._excluded.size > 0) requests.push(...unsubscribeRequests([...this._excluded], limit));
     }
+    this._noteFrom(conn, requests);
     this._send(conn, requests);
     this._fence(conn, named);
     return resumed;
@@ -625,6 +698,14 @@ export class TickcastClient {
     return { request, resumed };
   }
 
+  /** Notes the `from` of subscribe requests about to be sent on `conn`. */
+  _noteFrom(conn, requests) {
+    for (const request of requests) {
+      if (request.from === undefined) continue;
+      for (const [name, seq] of Object.entries(request.from)) conn.from.set(name, seq);
+    }
+  }
+
   /**
    * Follows the subscribes just sent with a ping: its pong means the
    * server has answered them all (replies keep their order), and symbols
@@ -640,6 +721,7 @@ export class TickcastClient {
   _settleFences(conn, id) {
     const at = conn.fences.findIndex((fence) => fence.id === id);
     if (at < 0) return;
+    conn.answered = true;
     for (const fence of conn.fences.splice(0, at + 1)) this._settle(conn, fence);
   }
 
@@ -648,12 +730,23 @@ export class TickcastClient {
     if (this._wanted.has("*")) return;
     const refusals = fence.errors.filter((err) => REFUSAL_CODES.includes(err.code));
     if (refusals.length === 0) return;
+    // `too_many_symbols` refuses its whole request and names nothing; the
+    // other refusals quote the names they refuse (at most ten of them).
+    const wholeRequest = refusals.find((err) => err.code === WHOLE_REQUEST_REFUSAL);
+    const naming = refusals.filter((err) => err.code !== WHOLE_REQUEST_REFUSAL);
     const refused = new Map();
+    const again = [];
     for (const name of fence.names) {
       if (conn.confirmed.has(name) || !this._wanted.has(name)) continue;
-      // The error that names it (the server quotes names), or else the first.
-      const quoted = JSON.stringify(name);
-      const err = refusals.find((e) => e.message.includes(quoted)) || refusals[0];
+      const err = naming.find((e) => quotes(e.message, name)) || wholeRequest;
+      // No answer names it: it stays wanted, and is asked for on the next connection.
+      if (err === undefined) continue;
+      if (this._confirmedOnce.has(name)) {
+        // Served before: the server may carry it again soon (a restarted
+        // server learns its symbols from its feed). It keeps its last seq.
+        again.push(name);
+        continue;
+      }
       if (!refused.has(err)) refused.set(err, []);
       refused.get(err).push(name);
     }
@@ -665,6 +758,43 @@ export class TickcastClient {
       }
       this._emit("refused", { symbols, code: err.code, message: err.message });
     }
+    if (again.length > 0) this._askAgain(conn, again);
+  }
+
+  /**
+   * Subscribes `names` again on `conn` after a growing delay (the backoff's),
+   * if they are still wanted and unconfirmed then.
+   */
+  _askAgain(conn, names) {
+    for (const name of names) conn.askAgain.add(name);
+    if (conn.askAgainTimer !== null) return;
+    const ceiling = Math.min(this._options.backoffMaxMs, this._options.backoffBaseMs * 2 ** Math.min(conn.askedAgain, MAX_BACKOFF_EXPONENT));
+    conn.askedAgain += 1;
+    conn.askAgainTimer = setTimeout(() => {
+      conn.askAgainTimer = null;
+      if (conn !== this._conn || !conn.opened) return;
+      const due = [...conn.askAgain].filter((name) => this._wanted.has(name) && !conn.confirmed.has(name));
+      conn.askAgain.clear();
+      if (due.length > 0) this._subscribeNamed(conn, due);
+    }, Math.round(ceiling / 2 + Math.random() * (ceiling / 2)));
+  }
+
+  /** Subscribes named symbols, grouped by their maxHz, resuming those seen, then fences them. */
+  _subscribeNamed(conn, names) {
+    const groups = new Map();
+    for (const name of names) {
+      const { maxHz } = this._wanted.get(name);
+      const key = maxHz === undefined ? "" : String(maxHz);
+      if (!groups.has(key)) groups.set(key, { maxHz, names: [] });
+      groups.get(key).names.push(name);
+    }
+    const requests = [];
+    for (const { maxHz, names: group } of groups.values()) {
+      requests.push(...subscribeRequests(group, { maxHz, batch: undefined }, this._lastSeq, this._options.maxMessageBytes).requests);
+    }
+    this._noteFrom(conn, requests);
+    this._send(conn, requests);
+    this._fence(conn, names);
   }
 
   // ------------------------------------------------------------- messages
@@ -683,7 +813,6 @@ export class TickcastClient {
   _onMessage(conn, data) {
     if (conn !== this._conn) return;
     conn.lastHeard = Date.now();
-    conn.heard = true;
     if (typeof data !== "string") return; // the protocol is text only
     let msg;
     try {
@@ -693,25 +822,29 @@ export class TickcastClient {
       return;
     }
     if (msg === null || typeof msg !== "object") return;
+    if (conn.answered && (msg.type === "tick" || msg.type === "ticks" || msg.type === "snapshot")) conn.served = true;
     switch (msg.type) {
       case "tick":
-        this._onTick(msg);
+        this._onTick(conn, msg);
         break;
       case "ticks":
         if (Array.isArray(msg.data)) {
           for (const tick of msg.data) {
             // A listener may have closed the client mid-batch.
             if (conn !== this._conn) return;
-            this._onTick(tick);
+            this._onTick(conn, tick);
           }
         }
         break;
       case "snapshot":
-        this._onSnapshot(msg);
+        this._onSnapshot(conn, msg);
         break;
       case "subscribed":
         if (Array.isArray(msg.symbols)) {
-          for (const name of msg.symbols) conn.confirmed.add(name);
+          for (const name of msg.symbols) {
+            conn.confirmed.add(name);
+            if (this._wanted.has(name)) this._confirmedOnce.add(name);
+          }
           this._emit("subscribed", { symbols: msg.symbols });
         }
         break;
@@ -735,10 +868,23 @@ export class TickcastClient {
     }
   }
 
-  _onTick(tick) {
+  _onTick(conn, tick) {
     const sym = tick.sym;
     if (!this._wants(sym)) return;
     const last = this._lastSeq.get(sym);
+    const from = conn.from.get(sym);
+    if (from !== undefined) {
+      conn.from.delete(sym);
+      if (last !== undefined && tick.seq <= from) {
+        // The server never sends a resumed symbol a tick at or before its
+        // `from`: its count started over (it restarted), and the symbol
+        // had not traded there yet when it was resumed. The application
+        // starts over from this tick's quote.
+        this._lastSeq.set(sym, tick.seq);
+        this._emit("reset", { ...tick, type: "snapshot", reset: true, previousSeq: last });
+        return;
+      }
+    }
     if (last !== undefined) {
       if (tick.seq <= last) {
         this._duplicates += 1;
@@ -752,9 +898,10 @@ export class TickcastClient {
     this._emit("tick", tick);
   }
 
-  _onSnapshot(snapshot) {
+  _onSnapshot(conn, snapshot) {
     const sym = snapshot.sym;
     if (!this._wants(sym)) return;
+    conn.from.delete(sym);
     const last = this._lastSeq.get(sym);
     if (snapshot.reset === true || (last !== undefined && snapshot.seq !== last)) {
       // Ticks were missed that the server could not replay (or, after a
@@ -822,6 +969,21 @@ function subscribeRequests(names, { maxHz, batch }, lastSeq, limit) {
   }
   if (symbols.length > 0) flush();
   return { requests, resumed };
+}
+
+/**
+ * Whether a server message quotes `name`: the server writes each name in
+ * double quotes, an unknown one cut to its first 24 bytes.
+ */
+function quotes(message, name) {
+  if (message.includes(JSON.stringify(name))) return true;
+  if (utf8Length(name) <= QUOTED_NAME_BYTES) return false;
+  let cut = "";
+  for (const c of name) {
+    if (utf8Length(cut + c) > QUOTED_NAME_BYTES) break;
+    cut += c;
+  }
+  return message.includes(JSON.stringify(cut));
 }
 
 /** Unsubscribe requests for `names`, each at most `limit` bytes of JSON. */

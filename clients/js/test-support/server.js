@@ -8,6 +8,9 @@ import { createInterface } from "node:readline";
 /** Longest any single wait in a test may take. */
 export const WAIT_MS = 20_000;
 
+/** Pause between two polls of GET /symbols. */
+const POLL_MS = 20;
+
 /** The flags every test server runs with: a small, brisk feed on one shard. */
 export const TEST_FLAGS = ["--symbols", "20", "--rate", "400", "--shards", "1"];
 
@@ -66,6 +69,8 @@ export async function untilEverySymbolTraded(server, headers = {}) {
     const rows = await (await fetch(server.httpUrl("/symbols"), { headers })).json();
     if (rows.length > 0 && rows.every((row) => row.seq > 0)) return rows.map((row) => row.sym);
     if (Date.now() > deadline) throw new Error(`timed out after ${WAIT_MS} ms waiting for every symbol to trade`);
+    // The server has no event to wait for here: poll, gently.
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
 }
 

@@ -69,6 +69,9 @@ test("cuts, a stall and a restart: every symbol contiguous, or an explicit reset
     baseline = counts();
     await rec.until("every symbol to tick on the new server", () => everySymbolMoved(baseline));
 
+    // Every resume's `from` was exactly the last seq seen: a `from` one too
+    // low would have replayed a tick the client had, and dropped it.
+    assert.equal(client.duplicatesDropped, 0, "no tick was sent twice");
     const resets = rec.assertContiguous();
     assert.ok(resets.size > 0, "the restart shows as resets");
     const firstReset = rec.events.findIndex((e) => e.type === "reset");
