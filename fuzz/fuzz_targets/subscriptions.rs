@@ -164,8 +164,8 @@ impl Shard {
             stats: stats.clone(),
         };
         let fanout = Fanout::new(symbols.clone(), HISTORY_DEPTH, stats.clone());
-        let mut outboxes = Outboxes::new(stats.clone());
-        outboxes.insert(KEY, Outbox::new(limits));
+        let mut outboxes = Outboxes::new(limits, stats.clone());
+        outboxes.insert(KEY, Outbox::new());
         let now = Instant::now();
         let session = Session::new(CONN, Mode::Client, Grant::unrestricted(), &ctx, now);
         let producer = ring::channel::<Tick>(64);
