@@ -88,7 +88,9 @@ fn read(
             Err(fault) => {
                 assert_eq!(reader.fault(), Some(fault));
                 assert_eq!((reader.buffered(), reader.heap_bytes()), (0, 0));
-                let again = reader.feed(&limits, &mut rest.to_vec(), |_| panic!("a message after a fault"));
+                let again = reader.feed(&limits, &mut rest.to_vec(), |_| {
+                    panic!("a message after a fault")
+                });
                 assert_eq!(again, Err(fault));
                 break Some(fault);
             }
