@@ -339,6 +339,7 @@ impl Connection {
         Ok(Wrote::Closed)
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
