@@ -169,31 +169,46 @@ fn p99(samples: &[u64]) -> u64 {
 /// Runs `attack` beside the bystander: a baseline of 1,000 ticks first,
 /// then the attack, then at least 500 more ticks; asserts the bystander
 /// stayed gap-free and within [`MAX_RATIO`] of its baseline p99, and that
-/// the process still runs.
-async fn beside_a_bystander<F: std::future::Future<Output = ()>>(
+/// the process still runs. A window over the limit is measured once more,
+/// baseline and attack again: a cost the attack imposes shows in both,
+/// while one scheduling hiccup of a shared machine (a thread descheduled
+/// for tens of milliseconds) shows in one.
+async fn beside_a_bystander<A, F>(
     what: &str,
     server: &mut ServerProcess,
     bystander: &Bystander,
-    attack: F,
-) {
-    let before = bystander.mark();
-    let baseline = bystander.since(before, 1_000).await;
-    let start = bystander.mark();
-    let began = Instant::now();
-    attack.await;
-    let took = began.elapsed();
-    let during = bystander.since(start, 500).await;
-    bystander.check();
-    assert!(server.is_running(), "{what}: the server process ended");
-    let (base, under) = (p99(&baseline), p99(&during));
-    eprintln!(
-        "{what}: {took:?}; bystander p99 {base} µs before, {under} µs during and after ({} ticks)",
-        during.len()
-    );
-    let allowed = MAX_RATIO * base.max(BASELINE_FLOOR_US) as f64;
-    assert!(
-        under as f64 <= allowed,
-        "{what}: the bystander's p99 went from {base} µs to {under} µs (allowed {allowed} µs)"
+    attack: A,
+) where
+    A: Fn() -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let mut over = Vec::new();
+    for attempt in 1..=2 {
+        let before = bystander.mark();
+        let baseline = bystander.since(before, 1_000).await;
+        let start = bystander.mark();
+        let began = Instant::now();
+        attack().await;
+        let took = began.elapsed();
+        let during = bystander.since(start, 500).await;
+        bystander.check();
+        assert!(server.is_running(), "{what}: the server process ended");
+        let (base, under) = (p99(&baseline), p99(&during));
+        eprintln!(
+            "{what} (window {attempt}): {took:?}; bystander p99 {base} µs before, {under} µs during and after ({} ticks)",
+            during.len()
+        );
+        let allowed = MAX_RATIO * base.max(BASELINE_FLOOR_US) as f64;
+        if under as f64 <= allowed {
+            return;
+        }
+        over.push(format!(
+            "from {base} µs to {under} µs (allowed {allowed} µs)"
+        ));
+    }
+    panic!(
+        "{what}: the bystander's p99 went over the limit in both windows: {}",
+        over.join("; ")
     );
 }
 
@@ -214,7 +229,7 @@ async fn hostile_messages_get_plain_errors_and_the_process_survives() {
     let mut server = ServerProcess::start(SERVER_ARGS).await;
     let bystander = Bystander::start(&server).await;
     let addr = server.addr;
-    beside_a_bystander("deep nesting", &mut server, &bystander, async {
+    beside_a_bystander("deep nesting", &mut server, &bystander, || async move {
         let mut raw = RawClient::connect(addr, b"").await;
         // The 10 KB message that used to abort the process.
         let deep = format!(
@@ -239,29 +254,34 @@ async fn hostile_messages_get_plain_errors_and_the_process_survives() {
         assert_eq!(pong["id"], "after");
     })
     .await;
-    beside_a_bystander("unreadable requests", &mut server, &bystander, async {
-        let mut raw = RawClient::connect(addr, b"").await;
-        // A lone surrogate is refused rather than echoed as U+0000...
-        let reply = error_for(&mut raw, r#"{"op":"ping","id":"\ud800"}"#).await;
-        assert_eq!(reply["code"], "bad_request");
-        assert!(
-            reply["message"].as_str().unwrap().contains(r"\ud800"),
-            "{reply}"
-        );
-        // ...a pair comes back exactly, and so does a large whole number.
-        for id in [r#""\ud83d\ude00""#, "18446744073709551615"] {
-            raw.send_text(&format!(r#"{{"op":"ping","id":{id}}}"#))
-                .await;
-            let pong = raw.recv_until(|v| v["type"] == "pong").await;
-            let sent: serde_json::Value = serde_json::from_str(id).unwrap();
-            assert_eq!(pong["id"], sent);
-        }
-        // Malformed JSON is described in words, with where it went wrong.
-        let reply = error_for(&mut raw, r#"{"op":"ping" "id":1}"#).await;
-        assert_eq!(reply["code"], "bad_json");
-        let message = reply["message"].as_str().unwrap();
-        assert!(message.contains("at character"), "{message}");
-    })
+    beside_a_bystander(
+        "unreadable requests",
+        &mut server,
+        &bystander,
+        || async move {
+            let mut raw = RawClient::connect(addr, b"").await;
+            // A lone surrogate is refused rather than echoed as U+0000...
+            let reply = error_for(&mut raw, r#"{"op":"ping","id":"\ud800"}"#).await;
+            assert_eq!(reply["code"], "bad_request");
+            assert!(
+                reply["message"].as_str().unwrap().contains(r"\ud800"),
+                "{reply}"
+            );
+            // ...a pair comes back exactly, and so does a large whole number.
+            for id in [r#""\ud83d\ude00""#, "18446744073709551615"] {
+                raw.send_text(&format!(r#"{{"op":"ping","id":{id}}}"#))
+                    .await;
+                let pong = raw.recv_until(|v| v["type"] == "pong").await;
+                let sent: serde_json::Value = serde_json::from_str(id).unwrap();
+                assert_eq!(pong["id"], sent);
+            }
+            // Malformed JSON is described in words, with where it went wrong.
+            let reply = error_for(&mut raw, r#"{"op":"ping" "id":1}"#).await;
+            assert_eq!(reply["code"], "bad_json");
+            let message = reply["message"].as_str().unwrap();
+            assert!(message.contains("at character"), "{message}");
+        },
+    )
     .await;
 }
 
@@ -320,7 +340,7 @@ async fn every_inbound_frame_counts_toward_the_rate_limit() {
     // refused for another second's worth, then closed: a few hundred
     // replies at most, not one per frame sent.
     let most_replies = 400;
-    beside_a_bystander("ping flood", &mut server, &bystander, async {
+    beside_a_bystander("ping flood", &mut server, &bystander, || async move {
         let (pongs, limited, _, close) = flood(addr, client_frame(true, 9, true, b"p")).await;
         assert_eq!(close, 1008);
         assert!(limited > 0, "refused with rate_limited first");
@@ -330,22 +350,27 @@ async fn every_inbound_frame_counts_toward_the_rate_limit() {
         );
     })
     .await;
-    beside_a_bystander("pong flood", &mut server, &bystander, async {
+    beside_a_bystander("pong flood", &mut server, &bystander, || async move {
         let (pongs, limited, other, close) = flood(addr, client_frame(true, 10, true, b"")).await;
         assert_eq!(close, 1008);
         assert_eq!((pongs, limited, other), (0, 0, 0), "pongs need no answer");
     })
     .await;
-    beside_a_bystander("empty frame flood", &mut server, &bystander, async {
-        let (_, limited, other, close) = flood(addr, client_frame(true, 1, true, b"")).await;
-        assert_eq!(close, 1008);
-        assert!(
-            limited > 0 && limited + other <= most_replies,
-            "{limited} + {other} replies"
-        );
-    })
+    beside_a_bystander(
+        "empty frame flood",
+        &mut server,
+        &bystander,
+        || async move {
+            let (_, limited, other, close) = flood(addr, client_frame(true, 1, true, b"")).await;
+            assert_eq!(close, 1008);
+            assert!(
+                limited > 0 && limited + other <= most_replies,
+                "{limited} + {other} replies"
+            );
+        },
+    )
     .await;
-    beside_a_bystander("fragment flood", &mut server, &bystander, async {
+    beside_a_bystander("fragment flood", &mut server, &bystander, || async move {
         // Each message in 1,000 one-byte fragments: 1,000 frames apiece.
         let mut message = client_frame(false, 1, true, b"{");
         for _ in 0..998 {
@@ -417,7 +442,7 @@ async fn http_floods_and_connection_churn_leave_the_tick_path_alone() {
     let mut server = ServerProcess::start(SERVER_ARGS).await;
     let bystander = Bystander::start(&server).await;
     let addr = server.addr;
-    beside_a_bystander("HTTP flood", &mut server, &bystander, async {
+    beside_a_bystander("HTTP flood", &mut server, &bystander, || async move {
         // 50 clients, 4,000 requests a second between them, for 2 s.
         static PATHS: &[&str] = &["/symbols", "/metrics", "/no-such-page"];
         let until = Instant::now() + Duration::from_secs(2);
@@ -443,7 +468,7 @@ async fn http_floods_and_connection_churn_leave_the_tick_path_alone() {
         assert!(total > 4_000, "the flood was carried: {total} responses");
     })
     .await;
-    beside_a_bystander("connection churn", &mut server, &bystander, async {
+    beside_a_bystander("connection churn", &mut server, &bystander, || async move {
         // 5,000 TCP connections opened and closed without a byte, 2,500 a
         // second (the benchmark, `benches/e2e.sh flood`, runs 20,000 as
         // fast as it can), 50 at a time, from several source addresses so
@@ -476,41 +501,46 @@ async fn oversized_heads_are_refused_and_cost_nothing() {
     let mut server = ServerProcess::start(SERVER_ARGS).await;
     let bystander = Bystander::start(&server).await;
     let addr = server.addr;
-    beside_a_bystander("oversized requests", &mut server, &bystander, async {
-        let heads = [
-            // A 1 MB header value.
-            format!(
-                "GET /ws HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-                "a".repeat(1 << 20)
-            ),
-            // 10,000 headers; and 101 in under 1 KB, one past the limit.
-            format!(
-                "GET /ws HTTP/1.1\r\nHost: x\r\n{}\r\n",
-                "X-H: 1\r\n".repeat(10_000)
-            ),
-            format!(
-                "GET /ws HTTP/1.1\r\nHost: x\r\n{}\r\n",
-                "X: 1\r\n".repeat(100)
-            ),
-            // A 1 MB token in the query string.
-            format!(
-                "GET /ws?token={} HTTP/1.1\r\nHost: x\r\n\r\n",
-                "a".repeat(1 << 20)
-            ),
-        ];
-        for head in heads {
-            let mut socket = TcpStream::connect(addr).await.unwrap();
-            // The server may stop reading and answer before the head ends.
-            let _ = socket.write_all(head.as_bytes()).await;
-            let mut response = Vec::new();
-            let _ = within("the refusal", socket.read_to_end(&mut response)).await;
-            let status = String::from_utf8_lossy(&response);
-            assert!(
-                status.starts_with("HTTP/1.1 431"),
-                "refused with 431: {}",
-                &status[..status.len().min(80)]
-            );
-        }
-    })
+    beside_a_bystander(
+        "oversized requests",
+        &mut server,
+        &bystander,
+        || async move {
+            let heads = [
+                // A 1 MB header value.
+                format!(
+                    "GET /ws HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                    "a".repeat(1 << 20)
+                ),
+                // 10,000 headers; and 101 in under 1 KB, one past the limit.
+                format!(
+                    "GET /ws HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                    "X-H: 1\r\n".repeat(10_000)
+                ),
+                format!(
+                    "GET /ws HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                    "X: 1\r\n".repeat(100)
+                ),
+                // A 1 MB token in the query string.
+                format!(
+                    "GET /ws?token={} HTTP/1.1\r\nHost: x\r\n\r\n",
+                    "a".repeat(1 << 20)
+                ),
+            ];
+            for head in heads {
+                let mut socket = TcpStream::connect(addr).await.unwrap();
+                // The server may stop reading and answer before the head ends.
+                let _ = socket.write_all(head.as_bytes()).await;
+                let mut response = Vec::new();
+                let _ = within("the refusal", socket.read_to_end(&mut response)).await;
+                let status = String::from_utf8_lossy(&response);
+                assert!(
+                    status.starts_with("HTTP/1.1 431"),
+                    "refused with 431: {}",
+                    &status[..status.len().min(80)]
+                );
+            }
+        },
+    )
     .await;
 }
