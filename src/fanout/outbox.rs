@@ -506,11 +506,16 @@ impl Outboxes {
     /// The outbox at `key`, listed to be written after this pass.
     pub fn get_mut(&mut self, key: usize) -> Option<&mut Outbox> {
         let outbox = self.slots.get_mut(key)?.as_mut()?;
-        if !self.listed[key] {
-            self.listed[key] = true;
-            self.pushed.push(key);
-        }
+        Self::list(&mut self.listed, &mut self.pushed, key);
         Some(outbox)
+    }
+
+    /// Lists `key` among those pushed to, once per pass.
+    fn list(listed: &mut [bool], pushed: &mut Vec<usize>, key: usize) {
+        if !listed[key] {
+            listed[key] = true;
+            pushed.push(key);
+        }
     }
 
     /// The outbox at `key`, for the writer taking its frames (not listed
@@ -521,11 +526,16 @@ impl Outboxes {
 
     /// Queues a tick for `key`, counting what the push did.
     pub fn push_tick(&mut self, key: usize, symbol: SymbolId, frame: &Bytes, now: Instant) {
-        let stats = self.stats.clone();
-        let limits = self.limits;
-        if let Some(outbox) = self.get_mut(key) {
-            count_push(&stats, outbox.push_tick(symbol, frame, now, &limits));
-        }
+        // Field by field, so the counters and limits are borrowed beside
+        // the outbox rather than copied for every tick.
+        let Some(outbox) = self.slots.get_mut(key).and_then(Option::as_mut) else {
+            return;
+        };
+        Self::list(&mut self.listed, &mut self.pushed, key);
+        count_push(
+            &self.stats,
+            outbox.push_tick(symbol, frame, now, &self.limits),
+        );
     }
 
     /// Whether `key`'s replies are backed up (see
