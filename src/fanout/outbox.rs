@@ -31,7 +31,9 @@
 //! (one batch in the writer's hands, up to `max_bytes` more queued) plus one
 //! frame per subscribed symbol while behind, plus at most one request's
 //! replies over the limit (a `*` subscribe's snapshots). An idle outbox
-//! holds no heap memory.
+//! holds no heap memory: its emptied queue goes back to the shard's few
+//! spare queues ([`Outboxes::recycle`]), so a connection written every
+//! pass does not allocate and free a queue every pass either.
 //!
 //! Exactly one close frame is ever queued: the first [`Outbox::close`] wins.
 
@@ -366,12 +368,13 @@ impl Outbox {
         }
         if empty {
             // Everything sent: whatever the client was behind on, it has
-            // caught up. An idle outbox gives its memory back.
+            // caught up. An idle outbox gives its memory back, into
+            // `batch` for the writer to recycle.
             self.behind_since = None;
-            if self.queue.capacity() > 0 {
-                self.queue = VecDeque::new();
+            if self.queue.capacity() > batch.capacity() {
+                std::mem::swap(batch, &mut self.queue);
             }
-
+            self.queue = VecDeque::new();
             return Take::Idle;
         }
         if batch.is_empty() {
@@ -469,6 +472,52 @@ pub struct Outboxes {
     listed: Vec<bool>,
     limits: OutboxLimits,
     stats: std::sync::Arc<Stats>,
+    spare: SpareQueues,
+}
+
+/// The spare queues of one shard: at most this many bytes of room in all.
+const SPARE_QUEUE_BYTES: usize = 1 << 20;
+
+/// A queue with room for more frames than this is freed rather than kept
+/// spare (room for a burst is not kept for every pass).
+const MAX_SPARE_QUEUE_FRAMES: usize = 1024;
+
+/// Emptied frame queues kept for reuse by the shard's outboxes. Bounded by
+/// [`SPARE_QUEUE_BYTES`] of room; what is over is freed.
+#[derive(Debug, Default)]
+struct SpareQueues {
+    queues: Vec<VecDeque<Bytes>>,
+    /// Room of the queues in `queues`, in bytes.
+    bytes: usize,
+}
+
+impl SpareQueues {
+    fn room(queue: &VecDeque<Bytes>) -> usize {
+        queue.capacity() * std::mem::size_of::<Bytes>()
+    }
+
+    fn keep(&mut self, mut queue: VecDeque<Bytes>) {
+        let room = Self::room(&queue);
+        if room == 0
+            || queue.capacity() > MAX_SPARE_QUEUE_FRAMES
+            || self.bytes + room > SPARE_QUEUE_BYTES
+        {
+            return;
+        }
+        queue.clear();
+        self.bytes += room;
+        self.queues.push(queue);
+    }
+
+    /// Gives `outbox` a spare queue if it has no room of its own.
+    fn lend(&mut self, outbox: &mut Outbox) {
+        if outbox.queue.capacity() == 0 {
+            if let Some(queue) = self.queues.pop() {
+                self.bytes -= Self::room(&queue);
+                outbox.queue = queue;
+            }
+        }
+    }
 }
 
 impl Outboxes {
@@ -481,7 +530,14 @@ impl Outboxes {
             listed: Vec::new(),
             limits,
             stats,
+            spare: SpareQueues::default(),
         }
+    }
+
+    /// Keeps an emptied queue (a written batch, an idle outbox's) for the
+    /// next outbox that needs one, within the spare queues' bound.
+    pub fn recycle(&mut self, queue: VecDeque<Bytes>) {
+        self.spare.keep(queue);
     }
 
     /// Puts `outbox` at `key` (a free key of the shard's connection slab).
@@ -532,6 +588,7 @@ impl Outboxes {
             return;
         };
         Self::list(&mut self.listed, &mut self.pushed, key);
+        self.spare.lend(outbox);
         count_push(
             &self.stats,
             outbox.push_tick(symbol, frame, now, &self.limits),
@@ -553,9 +610,12 @@ impl Outboxes {
 
     /// Queues a reply for `key`.
     pub fn push_reply(&mut self, key: usize, frame: Bytes) {
-        if let Some(outbox) = self.get_mut(key) {
-            outbox.push_reply(frame);
-        }
+        let Some(outbox) = self.slots.get_mut(key).and_then(Option::as_mut) else {
+            return;
+        };
+        Self::list(&mut self.listed, &mut self.pushed, key);
+        self.spare.lend(outbox);
+        outbox.push_reply(frame);
     }
 
     /// Queues an `error` reply for `key`, counted by its code.
@@ -731,8 +791,45 @@ mod tests {
         }
         assert!(matches!(ob.take(&mut batch), Take::Frames));
         assert!(ob.queue.capacity() >= 100);
-        assert!(matches!(ob.take(&mut VecDeque::new()), Take::Idle));
+        let mut handed_back = VecDeque::new();
+        assert!(matches!(ob.take(&mut handed_back), Take::Idle));
         assert_eq!(ob.queue.capacity(), 0);
+        assert!(
+            handed_back.capacity() >= 100,
+            "the writer gets the room to recycle"
+        );
+    }
+
+    #[test]
+    fn spare_queues_are_reused_and_bounded() {
+        let (_, limits) = outbox(1 << 20);
+        let mut all = Outboxes::new(limits, std::sync::Arc::new(Stats::default()));
+        all.insert(0, Outbox::new());
+        let mut queue: VecDeque<Bytes> = VecDeque::with_capacity(64);
+        queue.push_back(frame(9, 10));
+        let room = queue.as_slices().0.as_ptr();
+        all.recycle(queue);
+        all.push_tick(0, 0, &frame(1, 10), Instant::now());
+        let mut batch = VecDeque::new();
+        assert!(matches!(
+            all.get_for_writing(0).unwrap().take(&mut batch),
+            Take::Frames
+        ));
+        assert_eq!(
+            batch.as_slices().0.as_ptr(),
+            room,
+            "the spare queue was reused"
+        );
+        assert_eq!(batch.iter().map(|f| f[0]).collect::<Vec<_>>(), [1]);
+
+        // Past the bound, recycled queues are freed.
+        let each = MAX_SPARE_QUEUE_FRAMES;
+        for _ in 0..(SPARE_QUEUE_BYTES / (each * std::mem::size_of::<Bytes>())) + 10 {
+            all.recycle(VecDeque::with_capacity(each));
+        }
+        assert!(all.spare.bytes <= SPARE_QUEUE_BYTES);
+        all.recycle(VecDeque::with_capacity(each * 4));
+        assert!(all.spare.queues.iter().all(|q| q.capacity() < each * 2));
     }
 
     #[test]

@@ -59,8 +59,9 @@ use crate::wire::reader::{Fed, FrameReader};
 use connection::{Connection, Wrote};
 use transport::Transport;
 
-/// The one read buffer of a shard: every socket is read into it, and only
-/// an incomplete frame's bytes are kept per connection.
+/// The one scratch buffer of a shard: every socket is read into it (only
+/// an incomplete frame's bytes are kept per connection), and small frames
+/// are gathered in it for each write.
 pub const SCRATCH_BYTES: usize = 64 * 1024;
 
 /// How often a shard looks at connections with a deadline (stuck writes,
@@ -789,17 +790,24 @@ impl Shard {
         let wrote = if conn.blocked {
             Wrote::Blocked
         } else {
-            conn.write(outbox, &limits, now, &self.ctx.stats)
+            conn.write(outbox, &limits, now, &self.ctx.stats, &mut self.scratch)
         };
-        match wrote {
+        let spare = match wrote {
             Wrote::Abort => return self.finish(key),
-            Wrote::Blocked | Wrote::Closed => Self::time(&mut self.timed, key, conn),
-            Wrote::Idle => {}
+            Wrote::Blocked | Wrote::Closed => {
+                Self::time(&mut self.timed, key, conn);
+                None
+            }
+            Wrote::Idle => Some(conn.idle_batch()),
+        };
+        let done = conn.is_done(outbox);
+        let resume = conn.read_paused && !outbox.replies_backed_up(&limits);
+        if let Some(spare) = spare {
+            self.outboxes.recycle(spare);
         }
-        if conn.is_done(outbox) {
-            return self.finish(key);
-        }
-        if conn.read_paused && !outbox.replies_backed_up(&limits) {
+        if done {
+            self.finish(key);
+        } else if resume {
             self.to_read.push(key);
         }
     }
