@@ -463,6 +463,11 @@ impl Shard {
                  unaffected. This is a bug: please report it with this log line"
             );
             Stats::add(&self.ctx.stats.connection_panics, 1);
+            if self.scratch.is_empty() {
+                // The panic came while the scratch buffer was lent to the
+                // connection's feed: the shard's other sockets need it back.
+                self.scratch = vec![0; SCRATCH_BYTES].into_boxed_slice();
+            }
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.send_close_now(&close_frame(close::INTERNAL_ERROR, "internal error"));
             }
