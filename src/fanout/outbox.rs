@@ -559,10 +559,12 @@ impl Outboxes {
         self.slots.get(key)?.as_ref()
     }
 
-    /// The outbox at `key`, listed to be written after this pass.
+    /// The outbox at `key`, listed to be written after this pass, with room
+    /// from the spare queues if it had none.
     pub fn get_mut(&mut self, key: usize) -> Option<&mut Outbox> {
         let outbox = self.slots.get_mut(key)?.as_mut()?;
         Self::list(&mut self.listed, &mut self.pushed, key);
+        self.spare.lend(outbox);
         Some(outbox)
     }
 
@@ -610,12 +612,9 @@ impl Outboxes {
 
     /// Queues a reply for `key`.
     pub fn push_reply(&mut self, key: usize, frame: Bytes) {
-        let Some(outbox) = self.slots.get_mut(key).and_then(Option::as_mut) else {
-            return;
-        };
-        Self::list(&mut self.listed, &mut self.pushed, key);
-        self.spare.lend(outbox);
-        outbox.push_reply(frame);
+        if let Some(outbox) = self.get_mut(key) {
+            outbox.push_reply(frame);
+        }
     }
 
     /// Queues an `error` reply for `key`, counted by its code.
