@@ -325,6 +325,7 @@ impl Fanout {
                 Read::Empty => break Pass::Drained,
             }
         };
+        outboxes.seal_pass();
         if read > 0 && self.reports_ring {
             Stats::add(&self.stats.ticks_read, read as u64);
             let behind = cursor.behind();
@@ -337,7 +338,9 @@ impl Fanout {
     }
 
     /// Serializes `tick` once, records it, and queues it to each of its
-    /// per-tick subscribers; returns how many that was.
+    /// per-tick subscribers as a tick of the pass in progress; returns how
+    /// many that was. The pass ends with [`Outboxes::seal_pass`]
+    /// ([`Fanout::drain`] ends its own).
     pub fn dispatch(&mut self, tick: &Tick, now: Instant, outboxes: &mut Outboxes) -> usize {
         let symbol = tick.symbol;
         let slot = symbol as usize;
@@ -383,9 +386,16 @@ impl Fanout {
         if !self.index.has_subscribers(symbol) {
             return 0;
         }
+        let Some(index) = outboxes.add_pass_frame(&live) else {
+            for key in self.index.subscribers(symbol) {
+                recipients += 1;
+                outboxes.push_tick(key, symbol, &live, now);
+            }
+            return recipients;
+        };
         for key in self.index.subscribers(symbol) {
             recipients += 1;
-            outboxes.push_tick(key, symbol, &live, now);
+            outboxes.push_pass_tick(key, symbol, index, now);
         }
         recipients
     }

@@ -40,7 +40,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
 
 use crate::protocol::ProtocolError;
@@ -116,6 +118,10 @@ enum Closing {
 pub struct Outbox {
     /// Frames in send order.
     queue: VecDeque<Bytes>,
+    /// Ticks of the pass in progress queued after `queue`, consecutive in
+    /// it, as indices into the pass's frames ([`Outboxes::seal_pass`]
+    /// turns them into frames). Empty outside a pass.
+    run: Range<PassIndex>,
     /// Bytes of ticks in `queue`. Every byte count of an outbox fits in
     /// `u32`: it is bounded by twice `max_bytes` plus one frame per
     /// symbol, and `max_bytes` is checked to be far below 4 GiB.
@@ -145,6 +151,7 @@ impl Outbox {
     pub fn new() -> Self {
         Outbox {
             queue: VecDeque::new(),
+            run: 0..0,
             tick_bytes: 0,
             reply_bytes: 0,
             latest_bytes: 0,
@@ -194,7 +201,10 @@ impl Outbox {
 
     /// Whether nothing waits to be sent.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.latest_bytes == 0 && !self.close_pending()
+        self.queue.is_empty()
+            && self.run.is_empty()
+            && self.latest_bytes == 0
+            && !self.close_pending()
     }
 
     fn close_pending(&self) -> bool {
@@ -208,6 +218,48 @@ impl Outbox {
         frame: &Bytes,
         now: Instant,
         limits: &OutboxLimits,
+    ) -> Pushed {
+        debug_assert!(self.run.is_empty(), "a pass's run is sealed first");
+        self.push_tick_with(symbol, frame, now, limits, |outbox| {
+            outbox.queue.push_back(frame.clone())
+        })
+    }
+
+    /// Queues tick `index` of the pass in progress, whose frames so far
+    /// are `frames`: as [`Outbox::push_tick`], except that ticks that
+    /// follow one another in the pass queue as one run of indices, which
+    /// the end of the pass makes into frames ([`Outbox::seal_run`]).
+    fn push_pass_tick(
+        &mut self,
+        symbol: SymbolId,
+        frames: &[Bytes],
+        index: PassIndex,
+        now: Instant,
+        limits: &OutboxLimits,
+    ) -> Pushed {
+        let frame = &frames[index as usize];
+        self.push_tick_with(symbol, frame, now, limits, |outbox| {
+            if outbox.batch {
+                // `ticks` batches are built from one frame per tick.
+                outbox.queue.push_back(frame.clone());
+            } else if !outbox.run.is_empty() && outbox.run.end == index {
+                outbox.run.end += 1;
+            } else {
+                outbox.seal_run(frames, &[], None);
+                outbox.run = index..index + 1;
+            }
+        })
+    }
+
+    /// The part of pushing a tick that does not depend on how it is
+    /// queued: backpressure decides, and `queue` queues it in order.
+    fn push_tick_with(
+        &mut self,
+        symbol: SymbolId,
+        frame: &Bytes,
+        now: Instant,
+        limits: &OutboxLimits,
+        queue: impl FnOnce(&mut Self),
     ) -> Pushed {
         if !matches!(self.closing, Closing::Open) {
             return Pushed::Dropped;
@@ -226,11 +278,33 @@ impl Outbox {
             self.keep_newest(symbol, frame)
         } else {
             self.tick_bytes = self.tick_bytes.saturating_add(len(frame));
-            self.queue.push_back(frame.clone());
+            queue(self);
             Pushed::Queued
         };
         self.note_peak();
         pushed
+    }
+
+    /// Queues the run of pass ticks as frames, and returns how many frames
+    /// more than queue entries that made. With the pass's frames `joined`
+    /// end to end (`starts`: where each begins, and where the last ends),
+    /// a run of several ticks holding at least half of the pass's bytes
+    /// (a `*` subscriber's) goes as one slice of them, written from one
+    /// place without a copy; anything shorter goes frame by frame, so that
+    /// a slow client's queue never keeps a pass's buffer alive for a few
+    /// of its frames (the memory held stays under twice what is counted).
+    fn seal_run(&mut self, frames: &[Bytes], starts: &[u32], joined: Option<&Bytes>) -> u64 {
+        let run = std::mem::replace(&mut self.run, 0..0);
+        let (first, end) = (run.start as usize, run.end as usize);
+        if let Some(joined) = joined.filter(|_| end - first >= 2) {
+            let (from, to) = (starts[first] as usize, starts[end] as usize);
+            if 2 * (to - from) >= joined.len() {
+                self.queue.push_back(joined.slice(from..to));
+                return (end - first - 1) as u64;
+            }
+        }
+        self.queue.extend(frames[first..end].iter().cloned());
+        0
     }
 
     /// Queues a reply frame (never conflated, always in order).
@@ -315,6 +389,7 @@ impl Outbox {
 
     fn discard(&mut self) {
         self.queue = VecDeque::new();
+        self.run = 0..0;
         self.latest = None;
         self.latest_bytes = 0;
         self.tick_bytes = 0;
@@ -354,6 +429,7 @@ impl Outbox {
 
     /// Moves everything queued into `batch` (in send order).
     pub fn take(&mut self, batch: &mut VecDeque<Bytes>) -> Take {
+        debug_assert!(self.run.is_empty(), "a pass's run is sealed first");
         let empty = self.queue.is_empty() && self.latest_bytes == 0;
         match &self.closing {
             Closing::Open => {}
@@ -473,6 +549,22 @@ pub struct Outboxes {
     limits: OutboxLimits,
     stats: std::sync::Arc<Stats>,
     spare: SpareQueues,
+    pass: PassFrames,
+}
+
+/// A tick's place among the frames of the pass in progress (a pass reads
+/// at most a thousand ticks; an index this small keeps an outbox small).
+pub type PassIndex = u16;
+
+/// The tick frames of the pass in progress, each on its own (what a
+/// client that gets a few of them queues) and all of them end to end
+/// (what a client that gets most of them queues, as one slice).
+#[derive(Debug, Default)]
+struct PassFrames {
+    frames: Vec<Bytes>,
+    /// Where each frame starts in `joined`; then where the last ends.
+    starts: Vec<u32>,
+    joined: BytesMut,
 }
 
 /// The spare queues of one shard: at most this many bytes of room in all.
@@ -531,6 +623,75 @@ impl Outboxes {
             limits,
             stats,
             spare: SpareQueues::default(),
+            pass: PassFrames::default(),
+        }
+    }
+
+    /// Adds `frame` (a live tick's) to the pass in progress and returns
+    /// its index there, for [`Outboxes::push_pass_tick`]; `None` once the
+    /// pass holds as many frames as an index counts (far more than a pass
+    /// of [`crate::fanout::Fanout::drain`] reads): push the frame itself.
+    pub fn add_pass_frame(&mut self, frame: &Bytes) -> Option<PassIndex> {
+        let pass = &mut self.pass;
+        let index = PassIndex::try_from(pass.frames.len())
+            .ok()
+            .filter(|&index| index < PassIndex::MAX)?;
+        if pass.starts.is_empty() {
+            pass.starts.push(0);
+        }
+        pass.joined.extend_from_slice(frame);
+        pass.starts
+            .push(u32::try_from(pass.joined.len()).unwrap_or(u32::MAX));
+        pass.frames.push(frame.clone());
+        Some(index)
+    }
+
+    /// Queues tick `index` of the pass in progress to the outbox at
+    /// `key`, as [`Outboxes::push_tick`] would its frame. Ticks that
+    /// follow one another in the pass, as a `*` subscriber gets them, are
+    /// queued together by [`Outboxes::seal_pass`]: one slice to write for
+    /// the whole pass instead of a frame each.
+    pub fn push_pass_tick(&mut self, key: usize, symbol: SymbolId, index: PassIndex, now: Instant) {
+        let Some(outbox) = self.slots.get_mut(key).and_then(Option::as_mut) else {
+            return;
+        };
+        Self::list(&mut self.listed, &mut self.pushed, key);
+        self.spare.lend(outbox);
+        count_push(
+            &self.stats,
+            outbox.push_pass_tick(symbol, &self.pass.frames, index, now, &self.limits),
+        );
+    }
+
+    /// Ends the pass: every outbox pushed pass ticks queues them as frames
+    /// (see [`Outbox::seal_run`]), and the pass starts again from none.
+    pub fn seal_pass(&mut self) {
+        if self.pass.frames.is_empty() {
+            return;
+        }
+        let pass = &mut self.pass;
+        let joined = std::mem::take(&mut pass.joined).freeze();
+        let mut frames_in_slices = 0;
+        for &key in &self.pushed {
+            if let Some(outbox) = self.slots[key].as_mut() {
+                if !outbox.run.is_empty() {
+                    frames_in_slices += outbox.seal_run(&pass.frames, &pass.starts, Some(&joined));
+                }
+            }
+        }
+        // A slice of several frames is written as one queue entry; the
+        // frames it holds are counted here.
+        Stats::add(&self.stats.frames_sent, frames_in_slices);
+        pass.frames.clear();
+        pass.starts.clear();
+        pass.joined = BytesMut::with_capacity(joined.len());
+    }
+
+    /// Queues an outbox's run of pass ticks frame by frame, before it is
+    /// handed out mid-pass: whatever is queued next comes after them.
+    fn seal_early(outbox: &mut Outbox, pass: &PassFrames) {
+        if !outbox.run.is_empty() {
+            outbox.seal_run(&pass.frames, &[], None);
         }
     }
 
@@ -565,6 +726,7 @@ impl Outboxes {
         let outbox = self.slots.get_mut(key)?.as_mut()?;
         Self::list(&mut self.listed, &mut self.pushed, key);
         self.spare.lend(outbox);
+        Self::seal_early(outbox, &self.pass);
         Some(outbox)
     }
 
@@ -579,7 +741,9 @@ impl Outboxes {
     /// The outbox at `key`, for the writer taking its frames (not listed
     /// again: what it takes is what it writes).
     pub fn get_for_writing(&mut self, key: usize) -> Option<&mut Outbox> {
-        self.slots.get_mut(key)?.as_mut()
+        let outbox = self.slots.get_mut(key)?.as_mut()?;
+        Self::seal_early(outbox, &self.pass);
+        Some(outbox)
     }
 
     /// Queues a tick for `key`, counting what the push did.
@@ -591,6 +755,7 @@ impl Outboxes {
         };
         Self::list(&mut self.listed, &mut self.pushed, key);
         self.spare.lend(outbox);
+        Self::seal_early(outbox, &self.pass);
         count_push(
             &self.stats,
             outbox.push_tick(symbol, frame, now, &self.limits),
@@ -846,5 +1011,96 @@ mod tests {
         assert_eq!(pushed, [3, 0]);
         all.take_pushed(&mut pushed);
         assert!(pushed.is_empty());
+    }
+
+    /// Outboxes 0 (every tick of the pass), 1 (one tick of it), 2 (every
+    /// tick, in `ticks` batches) and 3 (every tick, a reply mid-pass),
+    /// after a pass of four 100-byte ticks; what each would write.
+    fn after_a_pass() -> (Outboxes, [Vec<Bytes>; 4], std::sync::Arc<Stats>) {
+        let (_, limits) = outbox(1 << 20);
+        let stats = std::sync::Arc::new(Stats::default());
+        let mut all = Outboxes::new(limits, stats.clone());
+        for key in 0..4 {
+            let mut outbox = Outbox::new();
+            outbox.set_batch(key == 2);
+            all.insert(key, outbox);
+        }
+        let now = Instant::now();
+        for n in 0..4u8 {
+            let index = all.add_pass_frame(&frame(n, 100)).unwrap();
+            for key in [0, 2, 3] {
+                all.push_pass_tick(key, n.into(), index, now);
+            }
+            if n == 2 {
+                all.push_pass_tick(1, n.into(), index, now);
+            }
+            if n == 1 {
+                all.push_reply(3, frame(b'r', 10));
+            }
+        }
+        assert!(!all.get(0).unwrap().is_empty(), "a run is pending output");
+        all.seal_pass();
+        let written = [0, 1, 2, 3].map(|key| {
+            let mut batch = VecDeque::new();
+            assert!(matches!(
+                all.get_for_writing(key).unwrap().take(&mut batch),
+                Take::Frames
+            ));
+            batch.into_iter().collect()
+        });
+        (all, written, stats)
+    }
+
+    #[test]
+    fn a_client_getting_the_whole_pass_queues_it_as_one_slice_in_order() {
+        let (_, [all_ticks, ..], stats) = after_a_pass();
+        assert_eq!(all_ticks.len(), 1, "one slice for the pass");
+        let expected: Vec<u8> = (0..4u8).flat_map(|n| [n; 100]).collect();
+        assert_eq!(&all_ticks[0][..], &expected[..]);
+        // Frames beyond one per slice are counted when sealed: three in
+        // this slice, one in outbox 3's slice of ticks 2 and 3.
+        assert_eq!(
+            stats.frames_sent.load(std::sync::atomic::Ordering::Relaxed),
+            3 + 1
+        );
+    }
+
+    #[test]
+    fn a_client_getting_a_few_ticks_of_a_pass_keeps_only_their_own_frames() {
+        let (_, [_, one_tick, ..], _) = after_a_pass();
+        assert_eq!(one_tick.len(), 1);
+        assert_eq!(&one_tick[0][..], &[2u8; 100][..]);
+    }
+
+    #[test]
+    fn batching_clients_and_replies_mid_pass_keep_frames_apart_and_in_order() {
+        let (_, [_, _, batched, with_reply], _) = after_a_pass();
+        assert_eq!(
+            batched.iter().map(|f| (f[0], f.len())).collect::<Vec<_>>(),
+            [(0, 100), (1, 100), (2, 100), (3, 100)]
+        );
+        // Ticks 0 and 1 before the reply, ticks 2 and 3 (one slice) after.
+        let order: Vec<(u8, usize)> = with_reply.iter().map(|f| (f[0], f.len())).collect();
+        assert_eq!(order, [(0, 100), (1, 100), (b'r', 10), (2, 200)]);
+    }
+
+    #[test]
+    fn pass_ticks_past_the_limit_conflate_as_any_tick() {
+        let (_, limits) = outbox(250);
+        let mut all = Outboxes::new(limits, std::sync::Arc::new(Stats::default()));
+        all.insert(0, Outbox::new());
+        let now = Instant::now();
+        for n in 0..4u8 {
+            let index = all.add_pass_frame(&frame(n, 100)).unwrap();
+            all.push_pass_tick(0, 7, index, now);
+        }
+        all.seal_pass();
+        assert!(all.get(0).unwrap().is_behind());
+        let mut batch = VecDeque::new();
+        all.get_for_writing(0).unwrap().take(&mut batch);
+        // Ticks 0 and 1 queued (as one slice: half the pass's bytes), then
+        // the newest of the symbol: 3 took the place of 2.
+        let order: Vec<(u8, usize)> = batch.iter().map(|f| (f[0], f.len())).collect();
+        assert_eq!(order, [(0, 200), (3, 100)]);
     }
 }
