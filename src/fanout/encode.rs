@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::tick::Tick;
-use crate::wire::frame::{parse_unmasked, text_frame_with};
+use crate::wire::frame::{frame_ends, frame_len, parse_unmasked, text_frame_with};
 
 /// Which message a tick is sent as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,12 +74,35 @@ fn tick_json(frame: &[u8]) -> Option<&[u8]> {
         .filter(|payload| payload.starts_with(TICK_PREFIX))
 }
 
+/// Splits every entry of `frames` that holds several frames (a pass's
+/// ticks queued as one slice before the client asked for batches) into
+/// one entry per frame.
+fn split_slices(frames: &mut VecDeque<Bytes>) {
+    let several = |entry: &Bytes| frame_len(entry).is_some_and(|len| len < entry.len());
+    if !frames.iter().any(several) {
+        return;
+    }
+    let mut split = VecDeque::with_capacity(frames.len());
+    for entry in frames.drain(..) {
+        let mut start = 0;
+        for end in frame_ends(&entry) {
+            split.push_back(entry.slice(start..end));
+            start = end;
+        }
+        if start < entry.len() {
+            split.push_back(entry.slice(start..));
+        }
+    }
+    *frames = split;
+}
+
 /// Replaces each run of tick frames in `frames` by `ticks` frames
 /// (`{"type":"ticks","data":[…]}`) of at most [`MAX_BATCH_PAYLOAD`] bytes,
 /// in order; every other frame stays where it is.
 pub fn batch_ticks(frames: &mut VecDeque<Bytes>) {
     const HEAD: &[u8] = br#"{"type":"ticks","data":["#;
     const TAIL: &[u8] = b"]}";
+    split_slices(frames);
     if !frames.iter().any(|frame| tick_json(frame).is_some()) {
         return;
     }
@@ -191,6 +214,35 @@ mod tests {
         assert_eq!(frames[1], reply);
         assert_eq!(frames[2], snapshot);
         assert_eq!(messages[3]["data"][0]["seq"], 3);
+    }
+
+    #[test]
+    fn ticks_queued_as_one_slice_are_batched_like_separate_frames() {
+        let tick = |seq| {
+            let mut t = sample();
+            t.seq = seq;
+            tick_frame(TickKind::Tick, "AAPL", &t)
+        };
+        let reply = text_frame(br#"{"type":"pong"}"#);
+        let slice = Bytes::from([tick(1), tick(2), reply.clone(), tick(3)].concat());
+        let mut frames: VecDeque<Bytes> = [slice, tick(4)].into();
+        batch_ticks(&mut frames);
+        let messages: Vec<serde_json::Value> = frames
+            .iter()
+            .map(|f| serde_json::from_slice(parse_unmasked(f).unwrap().1).unwrap())
+            .collect();
+        let seqs = |m: &serde_json::Value| -> Vec<u64> {
+            m["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["seq"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(messages.len(), 3);
+        assert_eq!(seqs(&messages[0]), [1, 2]);
+        assert_eq!(frames[1], reply);
+        assert_eq!(seqs(&messages[2]), [3, 4]);
     }
 
     #[test]

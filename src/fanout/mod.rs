@@ -4,9 +4,12 @@
 //! Every shard runs one `Fanout` over its own connections and its own ring
 //! cursor, on its own thread, so the per-tick path takes no lock and
 //! crosses no thread: for each tick it encodes one frame
-//! ([`encode::tick_frame`]) and pushes that same reference-counted buffer
-//! to the tick's own subscribers ([`SubscriberIndex`]), which lists them
-//! to be written after the pass ([`Outboxes`]).
+//! ([`encode::tick_frame`]) and pushes it to the tick's own subscribers
+//! ([`SubscriberIndex`]), which lists them to be written after the pass
+//! ([`Outboxes`]). A client that gets most of a pass's ticks (a `*`
+//! subscriber) is queued one slice of the pass's frames laid end to end,
+//! the others the frames themselves: either way the bytes are shared, not
+//! copied per client.
 //!
 //! Subscribe and unsubscribe are calls on the same thread, between two
 //! ticks: the `subscribed` reply and the snapshots (or, for a client

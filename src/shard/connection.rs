@@ -8,9 +8,9 @@
 //! `fanout::Outboxes`, under the same key) only while something is queued.
 //!
 //! Writing takes everything queued for the connection and sends it with
-//! vectored writes (up to [`MAX_IOVECS`] frames per `writev`), so a client
-//! that is sent many ticks in one pass costs one system call for all of
-//! them. While the socket is full the connection waits for writability;
+//! vectored writes (up to [`MAX_IOVECS`] entries per `writev`, each a
+//! frame or a slice of a pass's frames end to end), so a client that is
+//! sent many ticks in one pass costs one system call for all of them. While the socket is full the connection waits for writability;
 //! ticks keep arriving in the outbox meanwhile, where backpressure applies.
 //!
 //! A close normally goes out after what was queued before it. A
@@ -33,6 +33,7 @@ use crate::fanout::outbox::{Outbox, OutboxLimits, Take};
 use crate::limits::Slot;
 use crate::session::{Session, CLOSE_GRACE};
 use crate::stats::Stats;
+use crate::wire::frame::frame_ends;
 use crate::wire::reader::FrameReader;
 
 /// Frames per `writev` call (Linux allows 1024); a pass with more frames
@@ -300,7 +301,7 @@ impl Connection {
                 }));
                 &on_heap
             };
-            let mut n = self.transport.write_vectored(slices)?;
+            let n = self.transport.write_vectored(slices)?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -309,20 +310,8 @@ impl Connection {
                 self.filled = true;
             }
             self.filled |= n < offered;
-            let (bytes, mut frames) = (n, 0);
-            while n > 0 {
-                let front = self.batch.front_mut().expect("wrote more than was queued");
-                if n >= front.len() {
-                    n -= front.len();
-                    self.batch.pop_front();
-                    self.front_started = false;
-                    frames += 1;
-                } else {
-                    front.advance(n);
-                    self.front_started = true;
-                    n = 0;
-                }
-            }
+            let bytes = n;
+            let frames = consume_written(&mut self.batch, &mut self.front_started, n);
             Stats::add(&stats.bytes_sent, bytes as u64);
             Stats::add(&stats.frames_sent, frames);
             if self.batch.is_empty() {
@@ -355,6 +344,50 @@ impl Connection {
         self.batch = VecDeque::new();
         Ok(Wrote::Closed)
     }
+}
+
+/// Takes the `n` bytes just written off the front of `batch` and returns
+/// how many frames they completed. `front_started` says, before and after,
+/// whether the front entry is the rest of a half-sent frame; entries not
+/// begun hold whole frames, one or several (a slice of a pass's frames).
+fn consume_written(batch: &mut VecDeque<Bytes>, front_started: &mut bool, mut n: usize) -> u64 {
+    let mut frames = 0;
+    while n > 0 {
+        let front = batch.front_mut().expect("wrote more than was queued");
+        if n >= front.len() {
+            n -= front.len();
+            frames += if *front_started {
+                1
+            } else {
+                frame_ends(front).count().max(1) as u64
+            };
+            batch.pop_front();
+            *front_started = false;
+            continue;
+        }
+        if !*front_started {
+            // Stopped inside an entry: the frames before the one cut are
+            // sent, and those after it become an entry of their own, so the
+            // half-sent entry is one frame (a slow-consumer close waits for
+            // no more than that).
+            let (sent, cut_end) = frame_ends(front)
+                .enumerate()
+                .find(|&(_, end)| end > n)
+                .map_or((0, front.len()), |(i, end)| (i as u64, end));
+            frames += sent;
+            if cut_end < front.len() {
+                let rest = front.split_off(cut_end);
+                batch.insert(1, rest);
+            }
+        }
+        batch
+            .front_mut()
+            .expect("the cut frame is first")
+            .advance(n);
+        *front_started = true;
+        n = 0;
+    }
+    frames
 }
 
 /// Copies the leading small frames of `batch` into `into`, as many as fit,
@@ -418,5 +451,34 @@ mod tests {
         let mut big = vec![0u8; 3 * GATHER_FRAME_BYTES];
         let batch = frames(&[10, GATHER_FRAME_BYTES + 1, 10]);
         assert_eq!(gather(&batch, &mut big), None);
+    }
+
+    #[test]
+    fn a_write_that_stops_inside_a_slice_of_frames_leaves_one_frame_half_sent() {
+        use crate::wire::frame::text_frame;
+        let [a, b, c] = [b"aaaa", b"bbbb", b"cccc"].map(|payload| text_frame(payload));
+        let joined: Vec<u8> = [&a, &b, &c]
+            .iter()
+            .flat_map(|f| f.iter().copied())
+            .collect();
+        let mut batch: VecDeque<Bytes> = [Bytes::from(joined), text_frame(b"d")].into();
+        let mut started = false;
+        // All of a, half of b: one frame done; b's rest is the front, then
+        // c on its own, then d.
+        assert_eq!(consume_written(&mut batch, &mut started, a.len() + 3), 1);
+        assert!(started);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch[0], b[3..]);
+        assert_eq!(batch[1], c);
+        // The rest of b, all of c and d: three frames.
+        let rest = b.len() - 3 + c.len() + batch[2].len();
+        assert_eq!(consume_written(&mut batch, &mut started, rest), 3);
+        assert!(batch.is_empty() && !started);
+        // A whole slice written at once counts each frame in it.
+        let mut batch: VecDeque<Bytes> = [Bytes::from([&a[..], &b[..]].concat())].into();
+        assert_eq!(
+            consume_written(&mut batch, &mut started, a.len() + b.len()),
+            2
+        );
     }
 }

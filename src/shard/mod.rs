@@ -404,6 +404,8 @@ impl Shard {
                 shard.fanout.drain(&mut shard.cursor, &mut shard.outboxes)
             })
             .unwrap_or(Pass::Drained);
+        // The drain ends its pass, unless it panicked part way.
+        self.outboxes.seal_pass();
         self.caught("the throttled lanes", |shard| {
             shard.fanout.flush_throttled(now, &mut shard.outboxes);
         });

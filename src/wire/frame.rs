@@ -195,6 +195,20 @@ pub fn frame_len(data: &[u8]) -> Option<usize> {
     Head::parse(data)?.frame_len()
 }
 
+/// Where each frame of `frames` (complete frames laid end to end, as this
+/// module builds them) ends, in order; stops at the first that is not
+/// whole, so the last end is `frames.len()` exactly when all are.
+pub fn frame_ends(frames: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let end = at + frame_len(frames.get(at..)?)?;
+        (end <= frames.len() && end > at).then(|| {
+            at = end;
+            end
+        })
+    })
+}
+
 /// A complete server frame at the start of a buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameAt {
