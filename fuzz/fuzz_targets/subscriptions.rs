@@ -10,10 +10,11 @@
 //! synchronously on the small-stack thread of `tickcast_fuzz::run`, so
 //! parsing, the session and the fan-out all run within its 256 KiB.
 //!
-//! After each request the replies queued in the connection's outbox are
-//! checked against the request and against a model of the connection's
-//! subscriptions kept from those replies (`subscribed` adds what it
-//! lists, `unsubscribed` removes it):
+//! After each request the replies queued in the connection's outbox (an
+//! entry is one frame, or a pass's frames laid end to end) are split into
+//! frames and checked against the request and against a model of the
+//! connection's subscriptions kept from those replies (`subscribed` adds
+//! what it lists, `unsubscribed` removes it):
 //! - nothing panics, the outbox never closes and the session never asks
 //!   the shard to stop reading;
 //! - every request gets a reply: a refused one exactly one `error` with
@@ -229,8 +230,10 @@ impl Shard {
         }
         // Listed again by the take: start the next pass from none.
         self.outboxes.take_pushed(&mut pushed);
+        // An entry is one frame, or a pass's frames laid end to end.
         frames
             .iter()
+            .flat_map(|entry| split_frames(entry))
             .map(|frame| {
                 serde_json::from_slice(server_frame_payload(frame))
                     .unwrap_or_else(|e| panic!("a frame sent {} is not JSON: {e}", what()))
@@ -475,6 +478,20 @@ impl Shard {
             }
         }
     }
+}
+
+/// The frames of one queued entry, which must be whole frames end to end.
+fn split_frames(entry: &[u8]) -> Vec<&[u8]> {
+    let mut start = 0;
+    let frames: Vec<&[u8]> = tickcast::wire::frame::frame_ends(entry)
+        .map(|end| {
+            let frame = &entry[start..end];
+            start = end;
+            frame
+        })
+        .collect();
+    assert_eq!(start, entry.len(), "a queued entry holds whole frames only");
+    frames
 }
 
 /// The payload of one complete, unmasked server frame.
