@@ -20,8 +20,7 @@
 use libfuzzer_sys::fuzz_target;
 use tickcast::wire::close::is_sendable;
 use tickcast::wire::reader::{
-    Fault, Fed, Flow, FrameReader, InputLimits, Kind, Message,
-    MAX_CONTROL_PAYLOAD, MAX_HEAD,
+    Fault, Fed, Flow, FrameReader, InputLimits, Kind, Message, MAX_CONTROL_PAYLOAD, MAX_HEAD,
 };
 
 fuzz_target!(|data: &[u8]| tickcast_fuzz::run(data, check));

@@ -30,7 +30,10 @@ fn check(data: &[u8]) {
                     "else only a JSON object is accepted"
                 );
             }
-            assert_eq!(Payload::decode("ticks.FUZZ", &tick.encode()), Ok(tick.clone()));
+            assert_eq!(
+                Payload::decode("ticks.FUZZ", &tick.encode()),
+                Ok(tick.clone())
+            );
             assert_eq!(Payload::decode("ticks.FUZZ", &tick.encode_json()), Ok(tick));
         }
     }
