@@ -46,6 +46,11 @@ pub const CLOSING_READ_BUDGET: u32 = 1024;
 /// answering close to arrive.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// With the `fault-injection` feature (the tests' build), this exact text
+/// message panics the code handling it, as a bug would.
+#[cfg(feature = "fault-injection")]
+pub const PANIC_REQUEST: &[u8] = br#"{"op":"panic"}"#;
+
 /// Input limits of the echo route: messages up to 16 MiB in up to 131,072
 /// fragments. Autobahn's 9.* cases send up to 16 MiB, and 4 MiB in 64-byte
 /// fragments: 65,536 of them, then an empty final one.

@@ -34,6 +34,10 @@ impl Request<'_> {
 
     /// Handles one text message.
     pub fn text(self, payload: &mut [u8]) {
+        #[cfg(feature = "fault-injection")]
+        if payload == super::PANIC_REQUEST {
+            panic!("the fault-injection request");
+        }
         match ClientMsg::parse(payload) {
             Err(err) => self.outboxes.push_error(self.key, &err),
             Ok(ClientMsg::Ping { id }) => self
