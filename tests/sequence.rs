@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use common::*;
 
@@ -80,6 +82,61 @@ async fn many_clients_see_gap_free_sequences() {
     }
     assert_eq!(total, CLIENTS * TICKS_PER_CLIENT);
     assert_eq!(Stats::get(&server.stats.ring_lagged), 0);
+    assert_eq!(Stats::get(&server.stats.conflated), 0, "nobody fell behind");
+    server.stop().await;
+}
+
+/// A pass writing more sockets than it writes between two looks at the
+/// ring takes in ticks published while it writes, for the sockets it has
+/// yet to write; each client still gets every tick once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_taken_in_while_a_pass_writes_reach_every_client_once_in_order() {
+    // More sockets than are written between two looks at the ring
+    // (`WRITES_PER_RING_LOOK`), all on one shard.
+    const CLIENTS: usize = 100;
+    // Ticks each client checks once all of them are subscribed.
+    const TICKS_TOGETHER: usize = 1_000;
+    let mut cfg = config();
+    cfg.shards = 1;
+    cfg.rate = 1_000.0;
+    cfg.symbols = 20;
+    cfg.max_outbox_bytes = 64 << 20;
+    cfg.slow_consumer_timeout = std::time::Duration::from_secs(600);
+    let server = start(cfg).await;
+
+    let all_in = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut client = server.connect().await;
+        client.subscribe(&["*"]).await;
+        let all_in = all_in.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last: HashMap<String, u64> = HashMap::new();
+            let mut together = 0;
+            while together < TICKS_TOGETHER {
+                let msg = client.recv().await;
+                let sym = msg["sym"].as_str().expect("tick or snapshot").to_string();
+                let seq = msg["seq"].as_u64().unwrap();
+                let prev = last.insert(sym.clone(), seq);
+                match msg["type"].as_str().unwrap() {
+                    "snapshot" => assert!(prev.is_none(), "second snapshot of {sym}"),
+                    "tick" => {
+                        if let Some(prev) = prev {
+                            assert_eq!(seq, prev + 1, "{sym} {seq} after {prev}");
+                        }
+                        if all_in.load(Ordering::Relaxed) {
+                            together += 1;
+                        }
+                    }
+                    other => panic!("unexpected {other}"),
+                }
+            }
+        }));
+    }
+    all_in.store(true, Ordering::Relaxed);
+    for task in tasks {
+        within("a client's ticks", task).await.expect("client task");
+    }
     assert_eq!(Stats::get(&server.stats.conflated), 0, "nobody fell behind");
     server.stop().await;
 }

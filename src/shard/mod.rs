@@ -17,7 +17,9 @@
 //! 4. writes every connection that has pending frames, all of them in one
 //!    vectored write ([`connection::Connection::write`]); a socket that
 //!    would block waits for writability while backpressure works as the
-//!    outbox says.
+//!    outbox says. Every [`WRITES_PER_RING_LOOK`] sockets it fans out what
+//!    the feed published meanwhile, so the sockets still to be written in
+//!    this pass carry it too.
 //!
 //! A connection costs a slab entry and its outbox while idle: no task, no
 //! buffer. Between threads there is only the handoff channel (and
@@ -67,6 +69,12 @@ pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// How often a shard looks at connections with a deadline (stuck writes,
 /// closes waiting for the peer's answer), at most.
 const SWEEP: Duration = Duration::from_millis(50);
+
+/// Sockets a pass writes between two looks at the ring. A pass writing
+/// 1,000 sockets takes milliseconds, and ticks published meanwhile would
+/// otherwise wait for the next pass even for the sockets written last;
+/// a look at an empty ring costs a load and a clock read.
+const WRITES_PER_RING_LOOK: usize = 64;
 
 /// The waker's token; connections use their slab key.
 const WAKER: Token = Token(usize::MAX);
@@ -373,7 +381,9 @@ impl Shard {
             for key in std::mem::take(&mut self.to_read) {
                 self.isolated(key, now, Self::resume_reading);
             }
-            self.write_pushed(now);
+            if self.write_pushed(now) == Pass::Full {
+                ring = Pass::Full;
+            }
             if let Some(by) = self.shutdown_by {
                 if self.conns.is_empty() || now >= by {
                     break;
@@ -399,13 +409,7 @@ impl Shard {
     /// goes on serving, the other clocks included; its clients may have
     /// missed what that step would have sent them, as the log says.
     fn serve_clocks(&mut self, now: Instant, sweep: bool) -> Pass {
-        let ring = self
-            .caught("the fan-out", |shard| {
-                shard.fanout.drain(&mut shard.cursor, &mut shard.outboxes)
-            })
-            .unwrap_or(Pass::Drained);
-        // The drain ends its pass, unless it panicked part way.
-        self.outboxes.seal_pass();
+        let ring = self.drain_ring();
         self.caught("the throttled lanes", |shard| {
             shard.fanout.flush_throttled(now, &mut shard.outboxes);
         });
@@ -415,6 +419,18 @@ impl Shard {
         if sweep {
             self.caught("the deadlines", |shard| shard.sweep(now));
         }
+        ring
+    }
+
+    /// Fans out what the ring holds now to this shard's subscribers.
+    fn drain_ring(&mut self) -> Pass {
+        let ring = self
+            .caught("the fan-out", |shard| {
+                shard.fanout.drain(&mut shard.cursor, &mut shard.outboxes)
+            })
+            .unwrap_or(Pass::Drained);
+        // The drain ends its pass, unless it panicked part way.
+        self.outboxes.seal_pass();
         ring
     }
 
@@ -774,14 +790,22 @@ impl Shard {
     }
 
     /// Writes every connection pushed to since the last pass, and drops
-    /// those that are done.
-    fn write_pushed(&mut self, now: Instant) {
+    /// those that are done. Every [`WRITES_PER_RING_LOOK`] sockets it
+    /// fans out what the feed published meanwhile, so those not yet
+    /// written take it in this pass (the others, pushed to again, in the
+    /// next); how that last look at the ring ended.
+    fn write_pushed(&mut self, now: Instant) -> Pass {
         let mut pushed = std::mem::take(&mut self.pushed);
         self.outboxes.take_pushed(&mut pushed);
-        for &key in &pushed {
+        let mut ring = Pass::Drained;
+        for (written, &key) in pushed.iter().enumerate() {
+            if written % WRITES_PER_RING_LOOK == WRITES_PER_RING_LOOK - 1 {
+                ring = self.drain_ring();
+            }
             self.isolated(key, now, Self::write);
         }
         self.pushed = pushed;
+        ring
     }
 
     fn write(&mut self, key: Key, now: Instant) {
