@@ -572,6 +572,10 @@ struct PassFrames {
     /// Where each frame starts in `joined`; then where the last ends.
     starts: Vec<u32>,
     joined: BytesMut,
+    /// The keys whose outboxes started a run of this pass's ticks: those
+    /// the pass's end seals (of the thousands pushed to in a shard's pass,
+    /// often only these few since the last look at the ring).
+    ran: Vec<usize>,
 }
 
 /// The spare queues of one shard: at most this many bytes of room in all.
@@ -664,10 +668,14 @@ impl Outboxes {
         };
         Self::list(&mut self.listed, &mut self.pushed, key);
         self.spare.lend(outbox);
+        let had_run = !outbox.run.is_empty();
         count_push(
             &self.stats,
             outbox.push_pass_tick(symbol, &self.pass.frames, index, now, &self.limits),
         );
+        if !had_run && !outbox.run.is_empty() {
+            self.pass.ran.push(key);
+        }
     }
 
     /// Ends the pass: every outbox pushed pass ticks queues them as frames
@@ -679,7 +687,7 @@ impl Outboxes {
         let pass = &mut self.pass;
         let room = pass.joined.capacity();
         let joined = std::mem::take(&mut pass.joined).freeze();
-        for &key in &self.pushed {
+        for key in pass.ran.drain(..) {
             if let Some(outbox) = self.slots[key].as_mut() {
                 if !outbox.run.is_empty() {
                     outbox.seal_run(&pass.frames, &pass.starts, Some((&joined, room)));
