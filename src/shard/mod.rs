@@ -76,7 +76,7 @@ const SWEEP: Duration = Duration::from_millis(50);
 /// and ticks published meanwhile would otherwise wait for the next pass
 /// even for the sockets written last; a look at an empty ring costs a
 /// load and a clock read. (Where no one is on `*`, a dashboard of 10,000
-/// clients on 10 symbols each at 1,000 ticks/s, looking halved the p50
+/// clients on 10 symbols each at 1,000 ticks/s, looking lowered the p50
 /// but raised the p99 and the memory: see docs/BENCHMARKS.md.)
 const WRITES_PER_RING_LOOK: usize = 64;
 
