@@ -5,45 +5,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use tickcast::session::PANIC_REQUEST;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Per symbol, the last `seq` a client was given; panics on a gap.
-#[derive(Default)]
-struct Sequence(HashMap<String, u64>);
-
-impl Sequence {
-    /// Takes in one message; whether it was a tick.
-    fn take(&mut self, msg: &Value) -> bool {
-        let kind = msg["type"].as_str();
-        if !matches!(kind, Some("tick" | "snapshot")) {
-            return false;
-        }
-        let sym = msg["sym"].as_str().expect("sym").to_string();
-        let seq = msg["seq"].as_u64().expect("seq");
-        if let (Some("tick"), Some(prev)) = (kind, self.0.get(&sym)) {
-            assert_eq!(seq, prev + 1, "a gap in {sym}");
-        }
-        self.0.insert(sym, seq);
-        kind == Some("tick")
-    }
-
-    /// Reads `count` ticks, checking each.
-    async fn ticks(&mut self, client: &mut Client, count: usize) {
-        let mut ticks = 0;
-        while ticks < count {
-            let msg = client.recv().await;
-            if self.take(&msg) {
-                ticks += 1;
-            }
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_costs_one_connection_and_no_other_client_a_tick() {
@@ -52,12 +19,12 @@ async fn a_panic_costs_one_connection_and_no_other_client_a_tick() {
     cfg.shards = 1;
     cfg.rate = 1_000.0;
     cfg.symbols = 20;
-    cfg.max_outbox_bytes = 64 << 20;
+    never_conflate(&mut cfg);
     let server = start(cfg).await;
 
     let mut bystander = server.connect().await;
     bystander.subscribe(&["*"]).await;
-    let mut sequence = Sequence::default();
+    let mut sequence = SeqCheck::default();
     sequence.ticks(&mut bystander, 200).await;
 
     let mut victim = server.connect().await;
@@ -87,7 +54,7 @@ async fn a_panic_costs_one_connection_and_no_other_client_a_tick() {
     // And the server takes new clients.
     let mut newcomer = server.connect().await;
     newcomer.subscribe(&["*"]).await;
-    Sequence::default().ticks(&mut newcomer, 100).await;
+    SeqCheck::default().ticks(&mut newcomer, 100).await;
     assert_eq!(server.stats.connection_panics.load(Ordering::Relaxed), 1);
     drop((bystander, newcomer));
     server.stop().await;

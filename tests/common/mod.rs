@@ -8,6 +8,7 @@ pub mod browser;
 pub mod ingest;
 pub mod process;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +36,52 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Gives every client room enough that the server never has to conflate
+/// or close it as slow: on a loaded test machine a debug-build client can
+/// stall for a while, and a gap is then always a bug.
+pub fn never_conflate(config: &mut Config) {
+    config.max_outbox_bytes = 64 << 20;
+    config.slow_consumer_timeout = Duration::from_secs(600);
+}
+
+/// Per symbol, the last `seq` a client was given: checks that it gets one
+/// snapshot at most, then every tick in order, none missing or repeated.
+#[derive(Default)]
+pub struct SeqCheck(HashMap<String, u64>);
+
+impl SeqCheck {
+    /// Takes in a tick or a snapshot (anything else fails the test);
+    /// whether it was a tick.
+    pub fn take(&mut self, msg: &Value) -> bool {
+        let sym = msg["sym"].as_str().expect("tick or snapshot").to_string();
+        let seq = msg["seq"].as_u64().expect("seq");
+        let prev = self.0.insert(sym.clone(), seq);
+        match msg["type"].as_str() {
+            Some("snapshot") => {
+                assert!(prev.is_none(), "second snapshot of {sym}");
+                false
+            }
+            Some("tick") => {
+                if let Some(prev) = prev {
+                    assert_eq!(seq, prev + 1, "{sym} {seq} after {prev}");
+                }
+                true
+            }
+            other => panic!("unexpected {other:?}: {msg}"),
+        }
+    }
+
+    /// Reads `count` ticks from `client`, checking each.
+    pub async fn ticks(&mut self, client: &mut Client, count: usize) {
+        let mut ticks = 0;
+        while ticks < count {
+            if self.take(&client.recv().await) {
+                ticks += 1;
+            }
+        }
+    }
 }
 
 /// A running server.
