@@ -4,7 +4,7 @@
 //! event loop per core) reads the ring with its own cursor, serializes each
 //! tick once into a WebSocket frame and hands that same buffer to each of
 //! its subscribers, then writes every socket that has something to send in
-//! one vectored write.
+//! one system call.
 //!
 //! # Layout
 //!
@@ -13,7 +13,7 @@
 //! ┌────────────┐   ┌───────┐   ┌──────────────────────────────────────────┐   ┌──────────────────┐
 //! │ sim + pacer│──▶│ SPMC  │──▶│ cursor → fanout: encode once → outboxes  │   │ hyper: /, /ws,   │
 //! │ ingest,NATS│   │seqlock│   │ connections: read → wire::reader →       │◀──│ /symbols, ...    │
-//! └────────────┘   └───────┘   │   session (requests) · write (writev)    │   │ upgrade, handoff │
+//! └────────────┘   └───────┘   │   session (requests) · write (send)      │   │ upgrade, handoff │
 //!                              └──────────────────────────────────────────┘   └──────────────────┘
 //! ```
 //!

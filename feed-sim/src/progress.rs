@@ -3,8 +3,8 @@
 //! indicatif draws nothing when stderr is not a terminal, so logs and
 //! piped output stay clean; `--no-progress` turns the bars off anyway.
 //!
-//! The bars are redrawn from a timer task in `load`, never from the
-//! receive path, so they cost the clients nothing.
+//! The bars are redrawn by `load`'s event loop between reads, about every
+//! `PROGRESS_EVERY`, never per message, so they cost the clients nothing.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 

@@ -47,8 +47,8 @@
 //!
 //! Like the simulator, the NATS client runs on a thread of its own (with
 //! a single-threaded runtime): when the server is saturated, ticks still
-//! reach the ring as they arrive instead of waiting their turn behind
-//! thousands of connection tasks.
+//! reach the ring as they arrive instead of waiting their turn behind the
+//! edge's HTTP and handshake tasks.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

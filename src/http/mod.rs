@@ -1,6 +1,7 @@
-//! The edge: accepts TCP connections, terminates TLS on them (with
-//! `--tls-cert`/`--tls-key`), serves HTTP/1.1 with hyper, and routes
-//! requests.
+//! The edge: accepts TCP connections, completes their TLS handshake (with
+//! `--tls-cert`/`--tls-key`; a WebSocket's rustls session then moves to its
+//! shard, which encrypts and decrypts its traffic), serves HTTP/1.1 with
+//! hyper, and routes requests.
 //! None of it runs on a shard's thread, so the control plane cannot delay
 //! ticks.
 //!

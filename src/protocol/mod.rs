@@ -1,7 +1,7 @@
-//! Stage 5: the JSON wire contract (docs/PROTOCOL.md mirrors this file).
+//! The JSON wire contract (docs/PROTOCOL.md mirrors this file).
 //!
 //! Clients send [`ClientMsg`]s as JSON text frames, parsed here with
-//! simd-json; the `session` reader hands them to the `fanout`. Replies that
+//! simd-json; `session::requests` applies them to the shard's `fanout`. Replies that
 //! are not ticks ([`ServerMsg`]) are built here as complete frames; ticks
 //! and snapshots are built by `fanout::encode`.
 

@@ -7,10 +7,13 @@
 //! while frames are being written, and the outbox (kept beside it in
 //! `fanout::Outboxes`, under the same key) only while something is queued.
 //!
-//! Writing takes everything queued for the connection and sends it with
-//! vectored writes (up to [`MAX_IOVECS`] entries per `writev`, each a
-//! frame or a slice of a pass's frames end to end), so a client that is
-//! sent many ticks in one pass costs one system call for all of them. While the socket is full the connection waits for writability;
+//! Writing takes everything queued for the connection and sends it in as
+//! few system calls as it can: small frames are gathered into the shard's
+//! scratch buffer and go out in one `send`; larger entries (a frame, or a
+//! slice of a pass's frames end to end) go by `sendmsg`, up to
+//! [`MAX_IOVECS`] slices a call. A client that is sent many ticks in one
+//! pass costs one system call for all of them. While the socket is full
+//! the connection waits for writability;
 //! ticks keep arriving in the outbox meanwhile, where backpressure applies.
 //!
 //! A close normally goes out after what was queued before it. A
@@ -36,8 +39,8 @@ use crate::stats::Stats;
 use crate::wire::frame::frame_ends;
 use crate::wire::reader::FrameReader;
 
-/// Frames per `writev` call (Linux allows 1024); a pass with more frames
-/// loops.
+/// Slices per `sendmsg` call (Linux allows 1024); a pass with more
+/// slices loops.
 pub const MAX_IOVECS: usize = 1024;
 
 /// Frames whose slices are built on the stack for one write; a larger

@@ -15,7 +15,7 @@
 //!    requests at once, subscriptions included, on this thread, against
 //!    every tick published before the pass began;
 //! 4. writes every connection that has pending frames, all of them in one
-//!    vectored write ([`connection::Connection::write`]); a socket that
+//!    system call ([`connection::Connection::write`]); a socket that
 //!    would block waits for writability while backpressure works as the
 //!    outbox says. With `*` subscribers on the shard, every
 //!    [`WRITES_PER_RING_LOOK`] sockets it fans out what the feed published
