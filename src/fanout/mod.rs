@@ -258,11 +258,6 @@ impl Fanout {
         self.counted = now;
     }
 
-    /// Whether any of the shard's connections is subscribed to `*`.
-    pub fn has_all_subscribers(&self) -> bool {
-        self.index.all_count() > 0
-    }
-
     /// The number of symbols met so far.
     pub fn symbol_count(&self) -> usize {
         self.symbols.len()

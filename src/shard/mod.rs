@@ -17,10 +17,9 @@
 //! 4. writes every connection that has pending frames, all of them in one
 //!    system call ([`connection::Connection::write`]); a socket that
 //!    would block waits for writability while backpressure works as the
-//!    outbox says. With `*` subscribers on the shard, every
-//!    [`WRITES_PER_RING_LOOK`] sockets it fans out what the feed published
-//!    meanwhile, so the sockets still to be written in this pass carry it
-//!    too.
+//!    outbox says. Every [`WRITES_PER_RING_LOOK`] sockets it fans out
+//!    what the feed published meanwhile, so the sockets still to be
+//!    written in this pass carry it too.
 //!
 //! A connection costs a slab entry and its outbox while idle: no task, no
 //! buffer. Between threads there is only the handoff channel (and
@@ -71,13 +70,10 @@ pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// closes waiting for the peer's answer), at most.
 const SWEEP: Duration = Duration::from_millis(50);
 
-/// Sockets a pass writes between two looks at the ring, while the shard
-/// has `*` subscribers. A pass writing 1,000 of them takes milliseconds,
-/// and ticks published meanwhile would otherwise wait for the next pass
-/// even for the sockets written last; a look at an empty ring costs a
-/// load and a clock read. (Where no one is on `*`, a dashboard of 10,000
-/// clients on 10 symbols each at 1,000 ticks/s, looking lowered the p50
-/// but raised the p99 and the memory: see docs/BENCHMARKS.md.)
+/// Sockets a pass writes between two looks at the ring. A pass writing
+/// 1,000 of them takes milliseconds, and ticks published meanwhile would
+/// otherwise wait for the next pass even for the sockets written last; a
+/// look at an empty ring costs a load and a clock read.
 const WRITES_PER_RING_LOOK: usize = 64;
 
 /// The waker's token; connections use their slab key.
@@ -794,18 +790,21 @@ impl Shard {
     }
 
     /// Writes every connection pushed to since the last pass, and drops
-    /// those that are done. While the shard has `*` subscribers, every
-    /// [`WRITES_PER_RING_LOOK`] sockets it fans out what the feed
-    /// published meanwhile, so those not yet written take it in this pass
-    /// (the others, pushed to again, in the next); how that last look at
-    /// the ring ended.
+    /// those that are done. Every [`WRITES_PER_RING_LOOK`] sockets it fans
+    /// out what the feed published meanwhile, so those not yet written
+    /// take it in this pass (the others, pushed to again, in the next);
+    /// how that last look at the ring ended.
     fn write_pushed(&mut self, now: Instant) -> Pass {
         let mut pushed = std::mem::take(&mut self.pushed);
         self.outboxes.take_pushed(&mut pushed);
-        let look = self.fanout.has_all_subscribers();
+        // In key order, the same in every pass: a socket keeps its place,
+        // so a tick a look takes in after the socket was written reaches it
+        // at most one pass later, not up to two (as it would if its place
+        // in the next pass were that of its first tick there).
+        pushed.sort_unstable();
         let mut ring = Pass::Drained;
         for (written, &key) in pushed.iter().enumerate() {
-            if look && written % WRITES_PER_RING_LOOK == WRITES_PER_RING_LOOK - 1 {
+            if written % WRITES_PER_RING_LOOK == WRITES_PER_RING_LOOK - 1 {
                 ring = self.drain_ring();
             }
             self.isolated(key, now, Self::write);
