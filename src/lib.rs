@@ -3,8 +3,8 @@
 //! A feed writes ticks into a lock-free ring; every connection shard (one
 //! event loop per core) reads the ring with its own cursor, serializes each
 //! tick once into a WebSocket frame and hands that same buffer to each of
-//! its subscribers, then writes every socket that has something to send in
-//! one system call.
+//! its subscribers, then writes every socket that has something to send,
+//! usually in one system call.
 //!
 //! # Layout
 //!

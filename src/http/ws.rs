@@ -266,10 +266,7 @@ fn accept(
         match handed {
             Ok((transport, early)) => shards.hand_off(Handoff {
                 transport,
-                // A copy: `read_buf` is a slice of hyper's whole read
-                // buffer, which would otherwise stay allocated until the
-                // shard takes the connection in.
-                early: Bytes::copy_from_slice(&early),
+                early: early.to_vec(),
                 conn,
                 mode,
                 grant,

@@ -14,8 +14,8 @@
 //!    reader (`wire::reader`) and its session (`session`), which answers
 //!    requests at once, subscriptions included, on this thread, against
 //!    every tick published before the pass began;
-//! 4. writes every connection that has pending frames, all of them in one
-//!    system call ([`connection::Connection::write`]); a socket that
+//! 4. writes every connection that has pending frames, all of them in as
+//!    few system calls as it can (usually one) ([`connection::Connection::write`]); a socket that
 //!    would block waits for writability while backpressure works as the
 //!    outbox says. It writes them in key order, the same every pass, and
 //!    every [`WRITES_PER_RING_LOOK`] sockets it fans out what the feed
@@ -41,7 +41,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tokio::sync::oneshot;
@@ -74,7 +73,9 @@ const SWEEP: Duration = Duration::from_millis(50);
 /// Sockets a pass writes between two looks at the ring. A pass writing
 /// 1,000 of them takes milliseconds, and ticks published meanwhile would
 /// otherwise wait for the next pass even for the sockets written last; a
-/// look at an empty ring costs a load and a clock read.
+/// look at an empty ring costs a load and a clock read. (Measured in
+/// docs/BENCHMARKS.md, "Every pass looks at the ring, and writes its
+/// sockets in the same order".)
 const WRITES_PER_RING_LOOK: usize = 64;
 
 /// The waker's token; connections use their slab key.
@@ -85,8 +86,10 @@ pub struct Handoff {
     /// The upgraded socket.
     pub transport: Transport,
     /// Bytes the client sent right after its handshake, which the edge
-    /// had already read.
-    pub early: Bytes,
+    /// had already read: a copy of their own, not a slice of hyper's read
+    /// buffer, which would stay allocated as long as the connection waits
+    /// for its shard (a connect burst at load: docs/BENCHMARKS.md).
+    pub early: Vec<u8>,
     /// For logs.
     pub conn: ConnId,
     /// `/ws` or the echo route.
@@ -527,7 +530,7 @@ impl Shard {
     fn admit(&mut self, handoff: Handoff, now: Instant) {
         let Handoff {
             mut transport,
-            early,
+            mut early,
             conn,
             mode,
             grant,
@@ -563,7 +566,6 @@ impl Shard {
         stats.sessions_open.fetch_add(1, Ordering::Relaxed);
         Stats::add(&stats.sessions_total, 1);
         if !early.is_empty() {
-            let mut early = early.to_vec();
             self.isolated(key, now, |shard, key, now| {
                 shard.feed(key, &mut early, now);
             });
@@ -793,15 +795,16 @@ impl Shard {
     /// Writes every connection pushed to since the last pass, and drops
     /// those that are done. Every [`WRITES_PER_RING_LOOK`] sockets it fans
     /// out what the feed published meanwhile, so those not yet written
-    /// take it in this pass (the others, pushed to again, in the next);
-    /// how that last look at the ring ended.
+    /// take it in this pass (the others, pushed to again, in the next).
+    /// Returns how the last look at the ring ended.
     fn write_pushed(&mut self, now: Instant) -> Pass {
         let mut pushed = std::mem::take(&mut self.pushed);
         self.outboxes.take_pushed(&mut pushed);
-        // In key order, the same in every pass: a socket keeps its place,
-        // so a tick a look takes in after the socket was written reaches it
-        // at most one pass later, not up to two (as it would if its place
-        // in the next pass were that of its first tick there).
+        // In key order, the same in every pass: a socket keeps its place
+        // among the others, so a tick a look takes in after the socket was
+        // written reaches it about one pass later at most, not up to two
+        // (as it would if its place in the next pass were that of its
+        // first tick there).
         pushed.sort_unstable();
         let mut ring = Pass::Drained;
         for (written, &key) in pushed.iter().enumerate() {
