@@ -5,8 +5,9 @@
 //! The `fanout` pushes shared tick frames in, the connection's requests
 //! push replies (`subscribed`, snapshots, `pong`, errors) in, and the
 //! shard's writer takes everything queued at once after each pass and
-//! sends it in as few system calls as it can (usually one). Both run on the shard's own thread, so
-//! an outbox is plain data: no lock, no wake-up.
+//! sends it in as few system calls as it can (usually one). Both run on
+//! the shard's own thread, so an outbox is plain data: no lock, no
+//! wake-up.
 //!
 //! Backpressure, in three steps, all per connection:
 //! 1. **Bounded queue.** Ticks queue in order while the queued bytes stay

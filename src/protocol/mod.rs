@@ -1,9 +1,9 @@
 //! The JSON wire contract (docs/PROTOCOL.md mirrors this file).
 //!
 //! Clients send [`ClientMsg`]s as JSON text frames, parsed here with
-//! simd-json; `session::requests` applies them to the shard's `fanout`. Replies that
-//! are not ticks ([`ServerMsg`]) are built here as complete frames; ticks
-//! and snapshots are built by `fanout::encode`.
+//! simd-json; `session::requests` applies them to the shard's `fanout`.
+//! Replies that are not ticks ([`ServerMsg`]) are built here as complete
+//! frames; ticks and snapshots are built by `fanout::encode`.
 
 pub mod error;
 pub mod json;

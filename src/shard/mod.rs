@@ -15,9 +15,9 @@
 //!    requests at once, subscriptions included, on this thread, against
 //!    every tick published before the pass began;
 //! 4. writes every connection that has pending frames, all of them in as
-//!    few system calls as it can (usually one) ([`connection::Connection::write`]); a socket that
-//!    would block waits for writability while backpressure works as the
-//!    outbox says. It writes them in key order, the same every pass, and
+//!    few system calls as it can, usually one
+//!    ([`connection::Connection::write`]); a socket that would block
+//!    waits for writability while backpressure works as the outbox says. It writes them in key order, the same every pass, and
 //!    every [`WRITES_PER_RING_LOOK`] sockets it fans out what the feed
 //!    published meanwhile, so the sockets still to be written in this
 //!    pass carry it too.
