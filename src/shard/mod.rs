@@ -17,10 +17,11 @@
 //! 4. writes every connection that has pending frames, all of them in as
 //!    few system calls as it can, usually one
 //!    ([`connection::Connection::write`]); a socket that would block
-//!    waits for writability while backpressure works as the outbox says. It writes them in key order, the same every pass, and
-//!    every [`WRITES_PER_RING_LOOK`] sockets it fans out what the feed
-//!    published meanwhile, so the sockets still to be written in this
-//!    pass carry it too.
+//!    waits for writability while backpressure works as the outbox says.
+//!    It writes them in key order, the same every pass, and every
+//!    [`WRITES_PER_RING_LOOK`] sockets it fans out what the feed published
+//!    meanwhile, so the sockets still to be written in this pass carry it
+//!    too.
 //!
 //! A connection costs a slab entry and its outbox while idle: no task, no
 //! buffer. Between threads there is only the handoff channel (and
