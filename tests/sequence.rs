@@ -125,6 +125,8 @@ async fn ticks_taken_in_while_a_pass_writes(star: bool) {
         .map(|s| s["sym"].as_str().expect("sym").to_string())
         .collect();
     assert_eq!(every_other.len(), 10);
+    let named: Vec<&str> = every_other.iter().map(String::as_str).collect();
+    let named_set: HashSet<String> = every_other.iter().cloned().collect();
 
     let all_in = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -134,9 +136,8 @@ async fn ticks_taken_in_while_a_pass_writes(star: bool) {
             client.subscribe(&["*"]).await;
             None
         } else {
-            let refs: Vec<&str> = every_other.iter().map(String::as_str).collect();
-            client.subscribe(&refs).await;
-            Some(every_other.iter().cloned().collect())
+            client.subscribe(&named).await;
+            Some(named_set.clone())
         };
         let all_in = all_in.clone();
         tasks.push(tokio::spawn(async move {
